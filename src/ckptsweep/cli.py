@@ -1,0 +1,192 @@
+"""`ckptsweep <verb>`: the one command-line entry point that the workflow's rules call.
+
+Each verb takes the config block it needs as one JSON argument (``--spec``), so Snakemake
+re-runs a job exactly when its part of the config changes, and no config value is ever
+spliced into a shell command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Keep job logs clean and make sure no compute job reaches for a hub.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def from_dict(cls, data: dict, where: str):
+    """Build a config dataclass, naming the config block of an unknown key."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SystemExit(f"error: {where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    return cls(**data)
+
+
+def cmd_world(args, spec):
+    from .world import WorldConfig, build_world
+
+    t0 = time.perf_counter()
+    info = build_world(from_dict(WorldConfig, spec, "world"), Path(args.out))
+    log(f"world built in {time.perf_counter() - t0:.1f}s: "
+        f"{json.dumps(info.get('sizes', {}), sort_keys=True)}")
+
+
+def cmd_prepare(args, spec):
+    from .adapters import prepare_split
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, limit in (("train", spec.get("n_train")), ("test", spec.get("n_test"))):
+        raw = Path(args.raw) / spec["dataset"] / f"{split}.jsonl"
+        n = prepare_split(spec["schema"], spec["task"], raw, out / f"{split}.jsonl",
+                          spec["dataset"], limit, spec["seed"])
+        log(f"{spec['dataset']}/{split}: {n} records")
+
+
+def cmd_pretrain(args, spec):
+    from .models import set_threads
+    from .pretrain import PretrainConfig, pretrain
+    from .tokenizer import train_tokenizer
+
+    set_threads(args.threads)
+    out = Path(args.out)
+    tok_dir = out / "tokenizer"
+    texts = [json.loads(line)["text"] for line in open(args.corpus)]
+    extra = Path(args.lines).read_text().splitlines()
+    t0 = time.perf_counter()
+    tok = train_tokenizer(texts, extra, spec["tokenizer"].get("vocab_size", 2048), tok_dir)
+    log(f"tokenizer: {len(tok)} tokens in {time.perf_counter() - t0:.1f}s")
+    cfg = from_dict(PretrainConfig, spec["pretrain"], "models.<model>.pretrain")
+    pretrain(Path(args.corpus), tok_dir, out, cfg, log=log)
+
+
+def cmd_checkpoints(args, spec):
+    from .models import Checkpoint, write_manifest
+
+    rows = []
+    for step in args.steps:
+        path = Path(args.pretrained) / f"step{step}"
+        info_file = path / "pretrain_info.json"
+        if not info_file.exists():
+            raise SystemExit(f"error: no checkpoint for step {step} in {args.pretrained}")
+        info = json.loads(info_file.read_text())
+        rows.append(Checkpoint(str(step), info["tokens"], "local", str(path.resolve())))
+    write_manifest(args.out, rows)
+    log(f"{len(rows)} checkpoints -> {args.out}")
+
+
+def cmd_finetune(args, spec):
+    from .evaluate import load_records
+    from .finetune import FinetuneConfig, finetune
+    from .models import load_checkpoint, set_threads
+    from .tasks import task_type
+
+    set_threads(args.threads)
+    spec = dict(spec)
+    task = task_type(spec.pop("task"))
+    cfg = from_dict(FinetuneConfig, spec, "finetune")
+    model, tok = load_checkpoint(args.manifest, args.step)
+    records = load_records(args.train)
+    log(f"fine-tuning step {args.step} on {len(records)} {task.name} examples: {cfg}")
+    finetune(model, tok, task, records, cfg, Path(args.out), log=log)
+
+
+def cmd_evaluate(args, spec):
+    from .evaluate import EvalConfig, EvalSet, evaluate_model
+    from .models import load, load_checkpoint, set_threads
+
+    set_threads(args.threads)
+    if args.model:
+        model, tok = load(args.model)
+    else:
+        model, tok = load_checkpoint(args.manifest, args.step)
+    sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in spec["sets"]]
+    ev = dict(spec["evaluation"])
+    ev["shots"] = tuple(ev["shots"])
+    cfg = from_dict(EvalConfig, ev, "evaluation")
+    t0 = time.perf_counter()
+    df = evaluate_model(model, tok, sets, cfg)
+    log(f"{len(df)} predictions in {time.perf_counter() - t0:.1f}s; "
+        f"{int(df['truncated'].sum())} prompts truncated")
+    summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
+    log("mean score per eval set, format and shots:\n" + summary.to_string())
+    tmp = f"{args.out}.tmp"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, args.out)  # a partial file never carries the final name
+
+
+def cmd_tables(args, spec):
+    import pandas as pd
+
+    from .tables import write_tables
+
+    scores = pd.read_parquet(args.scores)
+    examples = pd.read_parquet(args.examples) if args.examples else None
+    paths = write_tables(scores, examples, spec, Path(args.out))
+    log(f"{len(paths)} tables -> {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="ckptsweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name, fn, help):
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--spec", default="{}", help="the config block, as JSON")
+        s.set_defaults(fn=fn)
+        return s
+
+    s = verb("world", cmd_world, "build the synthetic world")
+    s.add_argument("--out", required=True)
+    s = verb("prepare", cmd_prepare, "convert one dataset's raw splits to canonical records")
+    s.add_argument("--raw", required=True)
+    s.add_argument("--out", required=True)
+    s = verb("pretrain", cmd_pretrain, "train a tokenizer and pre-train a tiny OLMo")
+    s.add_argument("--corpus", required=True)
+    s.add_argument("--lines", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    s = verb("checkpoints", cmd_checkpoints, "write the checkpoint manifest")
+    s.add_argument("--pretrained", required=True)
+    s.add_argument("--steps", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s = verb("finetune", cmd_finetune, "fine-tune one checkpoint")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--step", required=True)
+    s.add_argument("--train", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    s = verb("evaluate", cmd_evaluate, "evaluate one model variant on every eval set")
+    s.add_argument("--model", help="a fine-tuned model directory")
+    s.add_argument("--manifest", help="checkpoint manifest (base models)")
+    s.add_argument("--step", help="pre-training step (base models)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    s = verb("tables", cmd_tables, "write every table for a scores file")
+    s.add_argument("--scores", required=True)
+    s.add_argument("--examples")
+    s.add_argument("--out", required=True)
+
+    args = p.parse_args(argv)
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: --spec is not valid JSON: {e}") from None
+    args.fn(args, spec)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,84 @@
+"""Loading checkpoints: local directories (the embedded default) and hub revisions alike.
+
+A checkpoint manifest ``resources/checkpoints/{model}.tsv`` maps each pre-training step to
+where its weights live (a local path, or a hub repo pinned to a commit). Everything
+downstream loads through `load`, so a tiny local OLMo and OLMo-1B take the same path.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST_COLUMNS = ("step", "tokens", "revision", "source")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One row of a checkpoint manifest."""
+
+    step: str
+    """Pre-training step label as used in file names (e.g. "1000" or "main")."""
+    tokens: int
+    """Pre-training tokens seen at this step."""
+    revision: str
+    """Hub commit sha the step is pinned to, or "local" for a directory."""
+    source: str
+    """A local directory, or a hub repo id."""
+
+
+def read_manifest(path: str | Path) -> dict[str, Checkpoint]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or tuple(rows[0]) != MANIFEST_COLUMNS:
+        raise ValueError(f"{path}: not a checkpoint manifest (expected columns {MANIFEST_COLUMNS})")
+    return {r["step"]: Checkpoint(r["step"], int(r["tokens"]), r["revision"], r["source"])
+            for r in rows}
+
+
+def write_manifest(path: str | Path, checkpoints: list[Checkpoint]) -> None:
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(MANIFEST_COLUMNS)
+        for c in checkpoints:
+            w.writerow([c.step, c.tokens, c.revision, c.source])
+    os.replace(tmp, path)
+
+
+def checkpoint(manifest: str | Path, step: str) -> Checkpoint:
+    table = read_manifest(manifest)
+    if str(step) not in table:
+        raise KeyError(f"{manifest}: no step {step!r}; it has {sorted(table)}")
+    return table[str(step)]
+
+
+def load(source: str | Path, revision: str | None = None, dtype: str = "float32",
+         device: str = "cpu", trust_remote_code: bool = False):
+    """(model, tokenizer) from a directory or a hub repo at a pinned revision."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rev = None if revision in (None, "", "local") else revision
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=rev,
+                                              trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, revision=rev, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:  # decoder-only hub tokenizers often lack one
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def load_checkpoint(manifest: str | Path, step: str, **kw):
+    c = checkpoint(manifest, step)
+    return load(c.source, c.revision, **kw)
+
+
+def set_threads(threads: int) -> None:
+    """Pin torch's intra-op threads to what the scheduler granted: same numbers on re-run,
+    and no oversubscription when several jobs share a machine."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))

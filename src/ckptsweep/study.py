@@ -1,0 +1,105 @@
+"""The study grid, derived from a validated config: which fine-tunes and evaluations exist.
+
+The Snakefile's input functions call these, and so do the tests, so the grid that a dry
+run shows is the grid that is tested. The JSON schema checks each key's type; `check`
+adds the cross-references a schema cannot express, naming the offending key.
+"""
+
+from __future__ import annotations
+
+from .tasks import TASK_TYPES, task_type
+
+
+def fmt_lr(lr: float) -> str:
+    """2e-06 -> "2e-6", 0.001 -> "1e-3": short, stable and unique in file names."""
+    mantissa, exp = f"{lr:.6e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exp)}"
+
+
+def ft_name(dataset: str, lr: float, seed: int) -> str:
+    """A fine-tune's complete name: train dataset, learning rate and seed."""
+    return f"{dataset}-lr{fmt_lr(lr)}-s{seed}"
+
+
+def finetunes(config: dict) -> list[dict]:
+    """Every fine-tune of one checkpoint: {name, dataset, task, lr, seed, settings}."""
+    ft = config.get("finetune", {})
+    defaults = ft.get("defaults", {})
+    out = []
+    for dataset, over in (ft.get("tasks") or {}).items():
+        settings = {**defaults, **(over or {})}
+        for lr in settings["lr"]:
+            for seed in settings["seeds"]:
+                out.append({"name": ft_name(dataset, lr, seed), "dataset": dataset,
+                            "task": config["datasets"][dataset]["task"], "lr": lr,
+                            "seed": seed, "settings": settings})
+    return out
+
+
+def finetune(config: dict, name: str) -> dict:
+    for f in finetunes(config):
+        if f["name"] == name:
+            return f
+    raise KeyError(f"no fine-tune named {name!r} in the config")
+
+
+def eval_sets(config: dict) -> dict[str, dict]:
+    """Datasets with an ``eval`` block: {name: {task, kind, of, role_in, formats, n}}."""
+    out = {}
+    for name, d in config["datasets"].items():
+        ev = d.get("eval")
+        if ev is None:
+            continue
+        out[name] = {"task": d["task"], "kind": task_type(d["task"]).kind,
+                     "of": ev.get("of"), "role_in": ev.get("role"),
+                     "formats": ev.get("formats", ["default"]), "n": d.get("n_test")}
+    return out
+
+
+def variants(config: dict) -> list[str]:
+    """Model variants evaluated at every checkpoint: the base model, then each fine-tune."""
+    return ["base", *[f["name"] for f in finetunes(config)]]
+
+
+def steps(config: dict, model: str) -> list[str]:
+    return [str(s) for s in config["models"][model]["steps"]]
+
+
+def check(config: dict) -> None:
+    """Cross-references between config blocks; raise ValueError naming the key."""
+    datasets = config["datasets"]
+    for name, d in datasets.items():
+        if d["task"] not in TASK_TYPES:
+            raise ValueError(f"datasets.{name}.task: unknown task type {d['task']!r}; "
+                             f"known: {sorted(TASK_TYPES)}")
+        ev = d.get("eval")
+        if ev and ev.get("of") is not None and ev["of"] not in datasets:
+            raise ValueError(f"datasets.{name}.eval.of: {ev['of']!r} is not a dataset")
+        if ev:
+            have = task_type(d["task"]).formats
+            for fmt in ev.get("formats", ["default"]):
+                if fmt not in have:
+                    raise ValueError(f"datasets.{name}.eval.formats: task type {d['task']!r} "
+                                     f"has no format {fmt!r}; it has {list(have)}")
+    for dataset in (config.get("finetune", {}).get("tasks") or {}):
+        if dataset not in datasets:
+            raise ValueError(f"finetune.tasks.{dataset}: not a dataset (datasets has "
+                             f"{sorted(datasets)})")
+        if task_type(datasets[dataset]["task"]).kind == "multiple_choice":
+            raise ValueError(f"finetune.tasks.{dataset}: multiple-choice benchmarks are "
+                             "evaluated only")
+    for model, m in config["models"].items():
+        if m["source"] == "pretrain":
+            kept = set(m["pretrain"].get("checkpoints", m["steps"]))
+            missing = [s for s in m["steps"] if s not in kept]
+            if missing:
+                raise ValueError(f"models.{model}.steps: {missing} are not saved by "
+                                 f"models.{model}.pretrain.checkpoints")
+    groups = config.get("analysis", {}).get("groups", {})
+    for group, pairs in groups.items():
+        for i, pair in enumerate(pairs):
+            for key in ("eval", "train"):
+                if pair[key] not in datasets:
+                    raise ValueError(f"analysis.groups.{group}[{i}].{key}: {pair[key]!r} is "
+                                     "not a dataset")
