@@ -87,6 +87,7 @@ def finetune(model, tokenizer, task: TaskType, records: list[dict], cfg: Finetun
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    log = log or (lambda _: None)
     examples = [encode_example(task, r, tokenizer, cfg.format, cfg.max_length) for r in records]
     if not examples:
         raise ValueError("no training examples")

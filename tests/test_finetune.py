@@ -1,0 +1,82 @@
+"""Fine-tuning: the loss mask, accumulation, determinism, and failures that leave nothing
+that looks finished."""
+
+import json
+
+import pytest
+import torch
+
+from ckptsweep.finetune import IGNORE, FinetuneConfig, encode_example, finetune
+from ckptsweep.tasks import task_type
+
+NLI = task_type("nli")
+
+
+def records(n=24):
+    names, cities = ("Ana", "Bo", "Cy", "Di"), ("Rome", "Oslo", "Lima")
+    return [{"id": f"r{i}", "premise": f"{names[i % 4]} lives in {cities[i % 3]}.",
+             "hypothesis": f"{names[i % 4]} lives in {cities[(i // 4) % 3]}.",
+             "label": 0 if i % 3 == (i // 4) % 3 else 2} for i in range(n)]
+
+
+def test_prompt_tokens_carry_no_loss(tiny_tokenizer):
+    ids, labels = encode_example(NLI, records()[0], tiny_tokenizer, "default", 512)
+    completion = tiny_tokenizer(" entailment", add_special_tokens=False)["input_ids"]
+    n = len(completion) + 1  # + EOS
+    assert labels[:-n] == [IGNORE] * (len(ids) - n)
+    assert labels[-n:] == ids[-n:] == completion + [tiny_tokenizer.eos_token_id]
+
+
+def test_chat_loss_only_on_assistant_tokens(tiny_tokenizer):
+    chat = task_type("chat")
+    rec = {"id": "c", "messages": [{"role": "user", "content": "Where does Ana live?"},
+                                   {"role": "assistant", "content": "Rome"}]}
+    ids, labels = encode_example(chat, rec, tiny_tokenizer, "default", 512)
+    trained = [i for i, y in zip(ids, labels, strict=True) if y != IGNORE]
+    assert tiny_tokenizer.decode(trained) == "Rome<|endoftext|>"
+
+
+def test_long_examples_keep_the_completion(tiny_tokenizer):
+    rec = dict(records()[0], premise=" ".join(["Ana lives in Rome."] * 100))
+    ids, labels = encode_example(NLI, rec, tiny_tokenizer, "default", 32)
+    assert len(ids) == 32 and labels[-1] == tiny_tokenizer.eos_token_id
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_same_seed_same_weights_and_loss_falls(tiny_tokenizer, tiny_model, tmp_path):
+    from ckptsweep.pretrain import PretrainConfig, build_model
+
+    cfg = FinetuneConfig(lr=3e-3, epochs=3, batch_size=8, seed=0)
+    stats = finetune(tiny_model, tiny_tokenizer, NLI, records(), cfg, tmp_path / "a", log=None)
+    assert stats["final_loss"] < stats["first_loss"]
+    again = build_model(PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256,
+                                       seed=0), tiny_tokenizer)
+    finetune(again, tiny_tokenizer, NLI, records(), cfg, tmp_path / "b", log=None)
+    assert torch.equal(weights(tiny_model), weights(again))
+    saved = json.loads((tmp_path / "a/finetune.json").read_text())
+    assert saved["config"]["lr"] == 3e-3 and (tmp_path / "a/model.safetensors").exists()
+
+
+def test_accumulation_matches_one_big_batch(tiny_tokenizer, tmp_path):
+    from ckptsweep.pretrain import PretrainConfig, build_model
+
+    arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
+    big, small = build_model(arch, tiny_tokenizer), build_model(arch, tiny_tokenizer)
+    base = dict(lr=1e-3, epochs=1, seed=0, warmup=0.0)
+    finetune(big, tiny_tokenizer, NLI, records(), FinetuneConfig(batch_size=8, **base),
+             tmp_path / "big", log=None)
+    finetune(small, tiny_tokenizer, NLI, records(),
+             FinetuneConfig(batch_size=4, grad_accum=2, **base), tmp_path / "small", log=None)
+    torch.testing.assert_close(weights(big), weights(small), rtol=1e-4, atol=1e-5)
+
+
+def test_nan_loss_fails_and_writes_no_model(tiny_tokenizer, tiny_model, tmp_path):
+    with torch.no_grad():
+        next(tiny_model.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="no model was written"):
+        finetune(tiny_model, tiny_tokenizer, NLI, records(), FinetuneConfig(lr=1e-3),
+                 tmp_path / "out", log=None)
+    assert not (tmp_path / "out").exists()

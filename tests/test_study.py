@@ -1,0 +1,74 @@
+"""The study grid and the config's cross-reference checks."""
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from ckptsweep import study
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def demo():
+    return yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+
+
+def test_lr_names_are_short_and_unique():
+    assert study.fmt_lr(2e-6) == "2e-6"
+    assert study.fmt_lr(1e-3) == "1e-3"
+    assert study.fmt_lr(2.5e-7) == "2.5e-7"
+    assert study.ft_name("mnli", 2e-6, 0) == "mnli-lr2e-6-s0"
+
+
+def test_demo_grid():
+    cfg = demo()
+    jsonschema.validate(cfg, SCHEMA)
+    study.check(cfg)
+    names = [f["name"] for f in study.finetunes(cfg)]
+    assert len(names) == len(set(names))
+    assert "nli-lr1e-3-s1" in names and "instruct-lr1e-3-s0" in names
+    assert study.variants(cfg)[0] == "base"
+    sets = study.eval_sets(cfg)
+    assert sets["nli"]["formats"] == ["default", "io", "instruct"]
+    assert sets["nli_ood"]["formats"] == ["default"]
+    assert "instruct" not in sets
+
+
+def test_seed_and_lr_lists_multiply_the_grid():
+    cfg = demo()
+    cfg["finetune"]["tasks"]["summ"] = {"lr": [1e-3, 3e-4], "seeds": [0, 1, 2]}
+    names = [f["name"] for f in study.finetunes(cfg) if f["dataset"] == "summ"]
+    assert len(names) == 6 and "summ-lr3e-4-s2" in names
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["finetune"]["tasks"].update(nope={}), "finetune.tasks.nope"),
+    (lambda c: c["datasets"]["nli_ood"]["eval"].update(of="nope"), "datasets.nli_ood.eval.of"),
+    (lambda c: c["datasets"]["arc_who"]["eval"].update(formats=["io"]),
+     "datasets.arc_who.eval.formats"),
+    (lambda c: c["finetune"]["tasks"].update(arc_who={}), "finetune.tasks.arc_who"),
+    (lambda c: c["analysis"]["groups"]["finetuning"].append({"eval": "x", "train": "nli"}),
+     r"analysis.groups.finetuning\[4\].eval"),
+])
+def test_cross_reference_errors_name_the_key(edit, message):
+    cfg = copy.deepcopy(demo())
+    edit(cfg)
+    with pytest.raises(ValueError, match=message):
+        study.check(cfg)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: c["datasets"].update({"bad name": c["datasets"]["nli"]}),
+    lambda c: c["datasets"]["nli"].update(task="sentiment"),
+    lambda c: c.pop("finetune"),
+    lambda c: c["models"]["tiny"].update(steps=["$(rm -rf /)"]),
+])
+def test_schema_rejects_bad_configs(edit):
+    cfg = copy.deepcopy(demo())
+    edit(cfg)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cfg, SCHEMA)
