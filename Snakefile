@@ -21,8 +21,11 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
 rule all:
+    default_target: True
     input:
         get_final_outputs(),
-    default_target: True
     localrule: True

@@ -51,6 +51,10 @@ def cmd_prepare(args, spec):
     out.mkdir(parents=True, exist_ok=True)
     for split, limit in (("train", spec.get("n_train")), ("test", spec.get("n_test"))):
         raw = Path(args.raw) / spec["dataset"] / f"{split}.jsonl"
+        if split == "test" and not spec["evaluated"] and not raw.exists():
+            # A training-only dataset (an instruction mixture) has no test split.
+            (out / "test.jsonl").write_text("")
+            continue
         n = prepare_split(spec["schema"], spec["task"], raw, out / f"{split}.jsonl",
                           spec["dataset"], limit, spec["seed"])
         log(f"{spec['dataset']}/{split}: {n} records")
@@ -66,8 +70,10 @@ def cmd_pretrain(args, spec):
     tok_dir = out / "tokenizer"
     texts = [json.loads(line)["text"] for line in open(args.corpus)]
     extra = Path(args.lines).read_text().splitlines()
+    single = json.loads(Path(args.world_info).read_text())["single_token_words"]
     t0 = time.perf_counter()
-    tok = train_tokenizer(texts, extra, spec["tokenizer"].get("vocab_size", 2048), tok_dir)
+    tok = train_tokenizer(texts, extra, spec["tokenizer"].get("vocab_size", 2048), tok_dir,
+                          required_single=single)
     log(f"tokenizer: {len(tok)} tokens in {time.perf_counter() - t0:.1f}s")
     cfg = from_dict(PretrainConfig, spec["pretrain"], "models.<model>.pretrain")
     pretrain(Path(args.corpus), tok_dir, out, cfg, log=log)
@@ -105,7 +111,7 @@ def cmd_finetune(args, spec):
 
 
 def cmd_evaluate(args, spec):
-    from .evaluate import EvalConfig, EvalSet, evaluate_model
+    from .evaluate import EvalConfig, EvalSet, evaluate_model, write_predictions
     from .models import load, load_checkpoint, set_threads
 
     set_threads(args.threads)
@@ -118,14 +124,12 @@ def cmd_evaluate(args, spec):
     ev["shots"] = tuple(ev["shots"])
     cfg = from_dict(EvalConfig, ev, "evaluation")
     t0 = time.perf_counter()
-    df = evaluate_model(model, tok, sets, cfg)
+    df = evaluate_model(model, tok, sets, cfg, progress=log)
     log(f"{len(df)} predictions in {time.perf_counter() - t0:.1f}s; "
         f"{int(df['truncated'].sum())} prompts truncated")
     summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
     log("mean score per eval set, format and shots:\n" + summary.to_string())
-    tmp = f"{args.out}.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, args.out)  # a partial file never carries the final name
+    write_predictions(df, args.out)
 
 
 def cmd_tables(args, spec):
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     s = verb("pretrain", cmd_pretrain, "train a tokenizer and pre-train a tiny OLMo")
     s.add_argument("--corpus", required=True)
     s.add_argument("--lines", required=True)
+    s.add_argument("--world-info", required=True, help="world.json (words that must be "
+                   "single tokens)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
     s = verb("checkpoints", cmd_checkpoints, "write the checkpoint manifest")

@@ -60,7 +60,9 @@ def encode_example(task: TaskType, record: dict, tokenizer, fmt: str, max_length
             ids += piece
             labels += piece if trained else [IGNORE] * len(piece)
         return ids[:max_length], labels[:max_length]
-    prompt = tokenizer(render(task, record, fmt), add_special_tokens=False)["input_ids"]
+    # The prompt gets the tokenizer's own special tokens (a BOS, for tokenizers that add
+    # one), exactly as evaluation tokenises prompts; the completion gets none.
+    prompt = tokenizer(render(task, record, fmt))["input_ids"]
     answer = tokenizer(target(task, record), add_special_tokens=False)["input_ids"]
     answer = answer + [tokenizer.eos_token_id]
     prompt = prompt[max(0, len(prompt) + len(answer) - max_length):]

@@ -100,6 +100,7 @@ def check(config: dict) -> None:
     for group, pairs in groups.items():
         for i, pair in enumerate(pairs):
             for key in ("eval", "train"):
-                if pair[key] not in datasets:
+                if pair[key] not in datasets and not (key == "train" and pair[key] == "*"):
                     raise ValueError(f"analysis.groups.{group}[{i}].{key}: {pair[key]!r} is "
-                                     "not a dataset")
+                                     "not a dataset" + (" (or '*': every fine-tune)"
+                                                        if key == "train" else ""))

@@ -1,4 +1,6 @@
 # Aggregation: the tidy scores table, then every table and figure, all computed from it.
+from ckptsweep.figures import FIGURE_NAMES
+from ckptsweep.tables import TABLE_NAMES
 
 
 rule aggregate:
@@ -8,12 +10,12 @@ rule aggregate:
     output:
         scores="results/scores.parquet",
         examples="results/examples.parquet",
-    params:
-        runs=get_runs_spec,
-        seed=config["analysis"].get("seed", 0),
     log:
         "logs/aggregate/aggregate.log",
     localrule: True
+    params:
+        runs=get_runs_spec,
+        seed=config["analysis"].get("seed", 0),
     script:
         "../scripts/aggregate.py"
 
@@ -24,23 +26,39 @@ rule tables:
         examples="results/examples.parquet",
     output:
         summary="results/tables/summary.json",
-    params:
-        analysis=get_analysis_spec,
+        csv=expand("results/tables/{name}.csv", name=TABLE_NAMES),
+        html=[
+            report(
+                f"results/tables/{name}.html",
+                caption="../report/tables.rst",
+                category="Tables",
+                labels={"table": name},
+            )
+            for name in TABLE_NAMES
+        ],
     log:
         "logs/tables/tables.log",
     localrule: True
+    params:
+        analysis=get_analysis_spec,
     script:
         "../scripts/tables.py"
 
 
 rule figures:
     input:
-        scores="results/scores.parquet",
         summary="results/tables/summary.json",
     output:
-        done=touch("results/figures/.done"),
-    params:
-        analysis=get_analysis_spec,
+        figures=[
+            report(
+                f"results/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+                labels={"figure": name},
+            )
+            for name in FIGURE_NAMES
+        ],
+        svg=expand("results/figures/{name}.svg", name=FIGURE_NAMES),
     log:
         "logs/figures/figures.log",
     localrule: True

@@ -41,7 +41,7 @@ def get_final_outputs():
     return [
         "results/scores.parquet",
         "results/tables/summary.json",
-        "results/figures/.done",
+        "results/figures/base_steps.png",
     ]
 
 
@@ -62,6 +62,7 @@ def get_dataset_spec(wildcards):
             "task": d["task"],
             "n_train": d.get("n_train"),
             "n_test": d.get("n_test"),
+            "evaluated": "eval" in d,
             "seed": 42,
         }
     )
@@ -91,9 +92,7 @@ def get_finetune_input(wildcards):
 def get_finetune_spec(wildcards):
     ft = study.finetune(config, wildcards.ft)
     settings = {k: v for k, v in ft["settings"].items() if k not in ("lr", "seeds")}
-    return jsonarg(
-        {"task": ft["task"], **settings, "lr": ft["lr"], "seed": ft["seed"]}
-    )
+    return jsonarg({"task": ft["task"], **settings, "lr": ft["lr"], "seed": ft["seed"]})
 
 
 def get_eval_input(wildcards):

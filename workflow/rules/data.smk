@@ -8,12 +8,12 @@ rule world:
         lines="resources/world/tokenizer_lines.txt",
         raw=directory("resources/world/raw"),
         info="resources/world/world.json",
-    params:
-        spec=get_world_spec,
     log:
         "logs/world/world.log",
     benchmark:
         "benchmarks/world/world.tsv"
+    params:
+        spec=get_world_spec,
     shell:
         "ckptsweep world --spec {params.spec:q} --out resources/world > {log:q} 2>&1"
 
@@ -24,10 +24,10 @@ rule prepare_data:
     output:
         train="resources/data/{dataset}/train.jsonl",
         test="resources/data/{dataset}/test.jsonl",
-    params:
-        spec=get_dataset_spec,
     log:
         "logs/prepare_data/{dataset}.log",
+    params:
+        spec=get_dataset_spec,
     shell:
         "ckptsweep prepare --spec {params.spec:q} --raw {input.raw:q}"
         " --out resources/data/{wildcards.dataset} > {log:q} 2>&1"

@@ -7,6 +7,11 @@ rule evaluate:
         unpack(get_eval_input),
     output:
         predictions="results/predictions/{model}/{step}/{variant}.parquet",
+    log:
+        "logs/evaluate/{model}/{step}/{variant}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{step}/{variant}.tsv"
+    threads: THREADS
     params:
         spec=get_eval_spec,
         model=lambda w, input: (
@@ -14,11 +19,6 @@ rule evaluate:
             if w.variant == "base"
             else f"--model {input.model}"
         ),
-    threads: THREADS
-    log:
-        "logs/evaluate/{model}/{step}/{variant}.log",
-    benchmark:
-        "benchmarks/evaluate/{model}/{step}/{variant}.tsv"
     shell:
         "ckptsweep evaluate --spec {params.spec:q} {params.model} --threads {threads}"
         " --out {output.predictions:q} > {log:q} 2>&1"

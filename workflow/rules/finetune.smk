@@ -6,13 +6,13 @@ rule finetune:
         unpack(get_finetune_input),
     output:
         model=directory("results/models/{model}/{step}/{ft}"),
-    params:
-        spec=get_finetune_spec,
-    threads: THREADS
     log:
         "logs/finetune/{model}/{step}/{ft}.log",
     benchmark:
         "benchmarks/finetune/{model}/{step}/{ft}.tsv"
+    threads: THREADS
+    params:
+        spec=get_finetune_spec,
     shell:
         "ckptsweep finetune --spec {params.spec:q} --manifest {input.manifest:q}"
         " --step {wildcards.step} --train {input.train:q} --threads {threads}"

@@ -6,18 +6,19 @@ rule pretrain:
     input:
         corpus="resources/world/corpus.jsonl",
         lines="resources/world/tokenizer_lines.txt",
+        info="resources/world/world.json",
     output:
         models=directory("resources/pretrained/{model}"),
-    params:
-        spec=get_pretrain_spec,
-    threads: workflow.cores
     log:
         "logs/pretrain/{model}.log",
     benchmark:
         "benchmarks/pretrain/{model}.tsv"
+    threads: workflow.cores
+    params:
+        spec=get_pretrain_spec,
     shell:
         "ckptsweep pretrain --spec {params.spec:q} --corpus {input.corpus:q}"
-        " --lines {input.lines:q} --threads {threads} --out {output.models:q} > {log:q} 2>&1"
+        " --lines {input.lines:q} --world-info {input.info:q} --threads {threads} --out {output.models:q} > {log:q} 2>&1"
 
 
 rule checkpoints:
@@ -25,10 +26,10 @@ rule checkpoints:
         unpack(get_checkpoint_source),
     output:
         manifest="resources/checkpoints/{model}.tsv",
-    params:
-        steps=lambda w: study.steps(config, w.model),
     log:
         "logs/checkpoints/{model}.log",
+    params:
+        steps=lambda w: study.steps(config, w.model),
     shell:
         "ckptsweep checkpoints --pretrained {input.pretrained:q} --steps {params.steps}"
         " --out {output.manifest:q} > {log:q} 2>&1"

@@ -1,1 +1,19 @@
-# placeholder
+"""Snakemake `script:` entry: every predictions file -> the tidy scores and examples tables."""
+
+import json
+import sys
+
+from ckptsweep.models import read_manifest
+from ckptsweep.scores import build_tables, write_outputs
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's global)
+spec = json.loads(snakemake.params.runs)  # noqa: F821
+tokens = {}
+for path in snakemake.input.manifests:  # noqa: F821
+    model = path.rsplit("/", 1)[1].removesuffix(".tsv")
+    tokens.update({(model, c.step): c.tokens for c in read_manifest(path).values()})
+for run in spec["runs"]:
+    run["tokens"] = tokens[(run["model"], run["step"])]
+scores, examples = build_tables(spec["runs"], spec["eval_sets"], seed=snakemake.params.seed)  # noqa: F821
+write_outputs(scores, examples, snakemake.output.scores, snakemake.output.examples)  # noqa: F821
+print(f"{len(scores)} score rows, {len(examples)} example rows")

@@ -1,0 +1,252 @@
+"""Convert records in the real hub datasets' schemas to the canonical records of ``tasks.py``.
+
+One adapter per hub schema, ``adapter(record, line) -> canonical record``. ``line`` is the
+record's 0-based line in its file and is only used in error messages. The canonical ``id``
+is the dataset's own id field where the schema has one (MNLI ``idx``, PAWS ``id``, ...);
+otherwise the adapter leaves ``id`` as ``None`` and ``prepare_split`` assigns
+``f"{dataset}-{line}"``, which is stable because raw files are never reordered.
+
+Real-hub facts the adapters respect:
+
+- MNLI, PAWS, QQP and SuperGLUE BoolQ mark unlabelled test items with label -1, HellaSwag
+  with an empty string: such a split is refused with an error naming dataset and split.
+- SocialIQa (``"1"``..``"3"``) and HellaSwag (``"0"``..``"3"``) store labels as strings.
+- ARC ``answerKey`` is a letter for most items but ``"1"``..``"4"`` for some: it is mapped
+  through the item's own ``choices.label`` list.
+- BoolQ's ``answer`` is a bool; the canonical record is a two-way multiple choice over
+  ``["false", "true"]``, and the question is written as a sentence ("Is it ...?").
+- SciQ stores the correct answer apart from three distractors: the choices are shuffled with
+  a seed derived from the record's content, so the order does not depend on file position.
+- ARC has no context field. A question containing ``" Question: "`` is split at its last
+  occurrence into context (before) and question (after); the synthetic world's ``arc_who``
+  stores its facts that way. Other ARC questions get an empty context.
+- HellaSwag maps ``ctx_a`` to the context and ``ctx_b`` to the question (the world stores
+  its facts in ``ctx_a`` and the question sentence in ``ctx_b``); the endings are the choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from ckptsweep.tasks import check_record, task_type
+
+Adapter = Callable[[dict, int], dict]
+
+QUESTION_SEP = " Question: "
+"""Separator between facts and question inside an ARC ``question`` (see module docstring)."""
+
+
+class UnlabelledError(ValueError):
+    """A record carries the hub's "no gold label" marker (-1 or empty)."""
+
+
+def _own_id(record: dict, field: str) -> str | None:
+    return str(record[field]) if field in record and record[field] is not None else None
+
+
+def _int_label(value: object, line: int, n: int) -> int:
+    """Parse an int-or-string label; -1 / "" / None mean "unlabelled" on the hub."""
+    if value is None or value == "" or value == -1 or value == "-1":
+        raise UnlabelledError(f"line {line}: label {value!r} means unlabelled")
+    if isinstance(value, bool):  # bool is an int subclass: refuse it where an index is meant
+        raise ValueError(f"line {line}: label {value!r} is a bool, expected an index")
+    try:
+        label = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"line {line}: label {value!r} is not an integer") from None
+    if not 0 <= label < n:
+        raise ValueError(f"line {line}: label {value!r} is outside 0..{n - 1}")
+    return label
+
+
+def mnli(record: dict, line: int) -> dict:
+    return {"id": _own_id(record, "idx"), "premise": record["premise"],
+            "hypothesis": record["hypothesis"], "label": _int_label(record["label"], line, 3)}
+
+
+def paws(record: dict, line: int) -> dict:
+    return {"id": _own_id(record, "id"), "sentence1": record["sentence1"],
+            "sentence2": record["sentence2"], "label": _int_label(record["label"], line, 2)}
+
+
+def qqp(record: dict, line: int) -> dict:
+    """GLUE QQP (question1, question2, label 0/1/-1) as a paraphrase task."""
+    return {"id": _own_id(record, "idx"), "sentence1": record["question1"],
+            "sentence2": record["question2"], "label": _int_label(record["label"], line, 2)}
+
+
+def xsum(record: dict, line: int) -> dict:
+    return {"id": _own_id(record, "id"), "document": record["document"],
+            "summary": record["summary"]}
+
+
+def social_iqa_qg(record: dict, line: int) -> dict:
+    """SocialIQa turned around: context + the correct answer -> the question."""
+    label = _int_label(record["label"], line, 4)
+    if label == 0:  # the hub's labels are 1-based strings
+        raise ValueError(f"line {line}: SocialIQa label {record['label']!r} is not 1..3")
+    answer = record["answer" + "ABC"[label - 1]]
+    return {"id": None, "context": record["context"], "answer": answer,
+            "question": record["question"]}
+
+
+def tulu(record: dict, line: int) -> dict:
+    messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+    roles = {m["role"] for m in messages}
+    if not roles <= {"system", "user", "assistant"} or "assistant" not in roles:
+        raise ValueError(f"line {line}: unusable chat roles {sorted(roles)}")
+    return {"id": _own_id(record, "id"), "messages": messages}
+
+
+def arc(record: dict, line: int) -> dict:
+    context, sep, question = record["question"].rpartition(QUESTION_SEP)
+    if not sep:
+        context, question = "", record["question"]
+    labels = list(record["choices"]["label"])
+    key = record["answerKey"]
+    if key not in labels:
+        raise ValueError(f"line {line}: answerKey {key!r} is not among choice labels {labels}")
+    return {"id": _own_id(record, "id"), "context": context, "question": question,
+            "choices": list(record["choices"]["text"]), "label": labels.index(key)}
+
+
+def _content_seed(record: dict) -> int:
+    blob = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
+
+
+def sciq(record: dict, line: int) -> dict:
+    choices = [record["correct_answer"], record["distractor1"], record["distractor2"],
+               record["distractor3"]]
+    order = list(range(4))
+    random.Random(_content_seed(record)).shuffle(order)
+    return {"id": None, "context": record.get("support") or "", "question": record["question"],
+            "choices": [choices[i] for i in order], "label": order.index(0)}
+
+
+def boolq(record: dict, line: int) -> dict:
+    """google/boolq (``answer``: bool) or SuperGLUE BoolQ (``label``: 0/1, -1 on test)."""
+    if "answer" in record:
+        if not isinstance(record["answer"], bool):
+            raise ValueError(f"line {line}: BoolQ answer {record['answer']!r} is not a bool")
+        label = int(record["answer"])
+    else:
+        label = _int_label(record.get("label"), line, 2)
+    question = record["question"].strip()
+    question = question[:1].upper() + question[1:]
+    if not question.endswith("?"):
+        question += "?"
+    return {"id": _own_id(record, "idx"), "context": record["passage"], "question": question,
+            "choices": ["false", "true"], "label": label}
+
+
+def hellaswag(record: dict, line: int) -> dict:
+    return {"id": _own_id(record, "ind"), "context": record["ctx_a"], "question": record["ctx_b"],
+            "choices": list(record["endings"]),
+            "label": _int_label(record["label"], line, len(record["endings"]))}
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "mnli": mnli,
+    "paws": paws,
+    "qqp": qqp,
+    "xsum": xsum,
+    "social_iqa_qg": social_iqa_qg,
+    "tulu": tulu,
+    "arc": arc,
+    "sciq": sciq,
+    "boolq": boolq,
+    "hellaswag": hellaswag,
+}
+
+SCHEMA_TASK: dict[str, str] = {
+    "mnli": "nli",
+    "paws": "paraphrase",
+    "qqp": "paraphrase",
+    "xsum": "summarization",
+    "social_iqa_qg": "question_generation",
+    "tulu": "chat",
+    "arc": "multiple_choice",
+    "sciq": "multiple_choice",
+    "boolq": "multiple_choice",
+    "hellaswag": "multiple_choice",
+}
+"""The canonical task type each schema converts to."""
+
+
+def adapter(schema: str) -> Adapter:
+    try:
+        return ADAPTERS[schema]
+    except KeyError:
+        raise KeyError(f"unknown dataset schema {schema!r}; known: {sorted(ADAPTERS)}") from None
+
+
+def convert(schema: str, record: dict, line: int, dataset: str) -> dict:
+    """One raw record -> its canonical record, with the fallback id filled in."""
+    rec = adapter(schema)(record, line)
+    if rec["id"] is None:
+        rec["id"] = f"{dataset}-{line}"
+    return rec
+
+
+def input_text(task: str, record: dict) -> str:
+    """The canonical input fields of a record joined: what a model reads, gold excluded.
+
+    Used to check that no evaluation input also occurs in training data or the corpus.
+    """
+    t = task_type(task)
+    if t.kind == "chat":
+        return "\n".join(m["content"] for m in record["messages"] if m["role"] != "assistant")
+    parts = []
+    for field in t.fields:
+        value = record[field]
+        parts.append(" | ".join(value) if isinstance(value, list) else str(value))
+    return "\n".join(parts)
+
+
+def prepare_split(schema: str, task: str, raw_path: Path, out_path: Path, dataset: str,
+                  limit: int | None = None, seed: int = 0) -> int:
+    """Convert a raw jsonl split to canonical jsonl; return the number of records written.
+
+    Every record is validated with ``tasks.check_record``; errors name the dataset, the file
+    and the line. A split whose gold labels are missing (hub -1 / "") is refused as a whole.
+    ``limit`` keeps a seeded random subset of that many records, in file order.
+    """
+    raw_path, out_path = Path(raw_path), Path(out_path)
+    adapter(schema)  # an unknown schema fails here, not as a conversion error on line 1
+    expected = SCHEMA_TASK.get(schema)
+    if expected is not None and expected != task:
+        raise ValueError(f"dataset {dataset!r}: schema {schema!r} converts to task type "
+                         f"{expected!r}, but the config says {task!r}")
+    ttype = task_type(task)
+    records = []
+    with raw_path.open(encoding="utf-8") as fh:
+        for line, text in enumerate(fh):
+            if not text.strip():
+                continue
+            where = f"dataset {dataset!r}, {raw_path}:{line + 1}"
+            try:
+                rec = convert(schema, json.loads(text), line, dataset)
+            except UnlabelledError as err:
+                raise ValueError(
+                    f"dataset {dataset!r}, split {raw_path.stem!r} ({raw_path}) has no gold "
+                    f"labels ({err}); name a labelled split in the config") from None
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{where}: cannot convert a {schema!r} record: "
+                                 f"{type(err).__name__}: {err}") from None
+            check_record(ttype, rec, where)
+            records.append(rec)
+    if not records:
+        raise ValueError(f"dataset {dataset!r}: {raw_path} holds no records")
+    if limit is not None and limit < len(records):
+        keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+        records = [records[i] for i in keep]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return len(records)

@@ -1,0 +1,498 @@
+"""Every analysis table of the AMURO & CHAR study, from the scores and examples tables.
+
+Conventions shared by all tables:
+
+- Base and fine-tuned models are compared at the same checkpoint, eval set, prompt format
+  and shot count (``analysis_cfg["shots"]``; format ``analysis_cfg["format"]`` unless the
+  table is about formats). Only the primary metric is used (accuracy or ROUGE-L F1; the
+  multiple-choice ``accuracy_norm`` rows stay in the scores table for reference).
+- Every table carries a ``model`` column, so a study with several model families or
+  scales gets one set of rows per model instead of pooling them.
+- Ratios (ft - base) / base are undefined when the base is ~0: pairs with base below
+  ``min_base`` are skipped and counted in ``n_skipped``; raw differences keep them.
+- Roles come from the scores table: an eval set is "the in-domain set of task t" when some
+  fine-tune of t has role "id" on it, so no extra config is needed here.
+- Intervals are seeded percentile bootstraps (``stats``); ``value``/``mrc``/``margin``
+  columns hold the statistic on the full data, never an interval midpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .scores import atomic_write
+
+PRIMARY = ("accuracy", "rouge_l")
+CELL = ["model", "step", "eval_set", "format", "shots", "metric"]
+"""A (checkpoint, eval set, format, shots, metric) cell: base and fine-tuned meet on it."""
+FT_CONFIG = ["model", "train_task", "train_kind", "lr"]
+"""A fine-tuning configuration; its seeds are averaged where a table says so."""
+DIRECTIONS = {"classification->generation": ("classification", "generation"),
+              "generation->classification": ("generation", "classification")}
+TABLE_NAMES = ("mrc_cross_task", "mrc_ood", "mrc_format", "format_perf", "perf_steps",
+               "pt_ft_groups", "pt_ft_groups_data", "group_membership", "base_trend",
+               "ft_vs_base", "forgetting")
+"""Each is written as ``{name}.csv`` and ``{name}.html``; ``summary.json`` comes with them."""
+ROUGE_CORRECT = 0.5
+"""For forgetting counts a ROUGE-L example counts as correct when its score is >= 0.5."""
+
+
+def _settings(cfg: Mapping) -> dict:
+    """The analysis_cfg keys this module reads, with the defaults of the paper's protocol."""
+    return {"shots": int(cfg["shots"]), "format": cfg.get("format", "default"),
+            "seed": int(cfg.get("seed", 0)), "n_boot": int(cfg.get("n_boot", stats.N_BOOT)),
+            "alpha": float(cfg.get("alpha", stats.ALPHA)),
+            "groups": dict(cfg.get("groups") or {}),
+            "rise_threshold": float(cfg.get("rise_threshold", 0.0)),
+            "min_base": float(cfg.get("min_base", 0.01))}
+
+
+def _boot(cfg: dict) -> dict:
+    return {"seed": cfg["seed"], "n_boot": cfg["n_boot"], "alpha": cfg["alpha"]}
+
+
+# ---------------------------------------------------------------- fine-tuned vs base cells
+
+def paired_changes(scores: pd.DataFrame, shots: int, fmt: str | None,
+                   min_base: float) -> pd.DataFrame:
+    """One row per fine-tuned cell with its base: base, ft, diff = ft - base, ratio.
+
+    ``fmt=None`` keeps every format (base and fine-tuned still meet in the same format).
+    ``ratio`` is NaN and ``skipped`` True where base < min_base."""
+    sel = scores["metric"].isin(PRIMARY) & (scores["shots"] == shots)
+    if fmt is not None:
+        sel &= scores["format"] == fmt
+    s = scores[sel]
+    base = s.loc[s["variant"] == "base", [*CELL, "value"]].rename(columns={"value": "base"})
+    ft = s[s["variant"] != "base"].drop(columns=["ci_low", "ci_high"])
+    out = ft.merge(base, on=CELL, how="inner", validate="many_to_one")
+    out = out.rename(columns={"value": "ft"})
+    out["diff"] = out["ft"] - out["base"]
+    out["skipped"] = out["base"] < min_base
+    out["ratio"] = (out["diff"] / out["base"]).where(~out["skipped"])
+    return out.reset_index(drop=True)
+
+
+def in_domain_owner_kind(changes: pd.DataFrame) -> pd.Series:
+    """eval_set -> train_kind of the task whose in-domain set it is (from role "id" rows)."""
+    owners = changes.loc[changes["role"] == "id", ["eval_set", "train_kind"]]
+    return owners.drop_duplicates("eval_set").set_index("eval_set")["train_kind"]
+
+
+def mrc_stats(units: pd.DataFrame, seed: int, n_boot: int, alpha: float) -> dict:
+    """MRC of a set of (checkpoint, pair) units: mean ratio, bootstrap interval over the
+    units, two-sided one-sample t-test p-value against 0 (scipy.stats.ttest_1samp)."""
+    ratios = units["ratio"].dropna().to_numpy()
+    mean, low, high = stats.bootstrap_ci(ratios, seed, n_boot, alpha)
+    return {"n": int(ratios.size), "mrc": mean, "ci_low": low, "ci_high": high,
+            "p_value": stats.one_sample_p(ratios), "n_skipped": int(units["skipped"].sum())}
+
+
+def mrc_cross_task(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
+                   alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """The paper's task-transfer MRC, per model and direction.
+
+    "classification->generation": units are (checkpoint, fine-tune variant trained on a
+    classification task, in-domain set of a generation task). Each seed and learning rate
+    is its own unit, so a task fine-tuned with 3 seeds weighs 3x a task with 1 seed, as
+    independent fine-tuning runs. The p-value treats units as independent, which they are
+    not quite (units share checkpoints and eval sets): read it as descriptive."""
+    owner_kind = changes["eval_set"].map(in_domain_owner_kind(changes))
+    rows = []
+    for direction, (src, dst) in DIRECTIONS.items():
+        sel = ((changes["role"] == "cross-task") & (changes["train_kind"] == src)
+               & (owner_kind == dst) & (changes["eval_kind"] == dst))
+        for model in sorted(changes["model"].unique()):
+            units = changes[sel & (changes["model"] == model)]
+            rows.append({"model": model, "direction": direction,
+                         **mrc_stats(units, seed, n_boot, alpha)})
+    return pd.DataFrame(rows, columns=["model", "direction", "n", "mrc", "ci_low", "ci_high",
+                                       "p_value", "n_skipped"])
+
+
+def mrc_ood(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
+            alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """MRC on each train task's OOD sets (role "ood"): eval_set "all" pools its OOD sets,
+    the other rows break it down per set. Units: (checkpoint, variant, OOD set)."""
+    ood = changes[changes["role"] == "ood"]
+    rows = []
+    for (model, task), g in ood.groupby(["model", "train_task"], sort=True):
+        rows.append({"model": model, "train_task": task, "eval_set": "all",
+                     **mrc_stats(g, seed, n_boot, alpha)})
+        for eval_set, ge in g.groupby("eval_set", sort=True):
+            rows.append({"model": model, "train_task": task, "eval_set": eval_set,
+                         **mrc_stats(ge, seed, n_boot, alpha)})
+    return pd.DataFrame(rows, columns=["model", "train_task", "eval_set", "n", "mrc", "ci_low",
+                                       "ci_high", "p_value", "n_skipped"])
+
+
+def mrc_format(changes_all_formats: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
+               alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """MRC of fine-tuning per prompt format, over (checkpoint, variant) on the in-domain
+    set, base and fine-tuned both read in that format (``paired_changes(fmt=None)``)."""
+    ind = changes_all_formats[changes_all_formats["role"] == "id"]
+    rows = [{"model": model, "format": fmt, **mrc_stats(g, seed, n_boot, alpha)}
+            for (model, fmt), g in ind.groupby(["model", "format"], sort=True)]
+    return pd.DataFrame(rows, columns=["model", "format", "n", "mrc", "ci_low", "ci_high",
+                                       "p_value", "n_skipped"])
+
+
+# ---------------------------------------------------------------- performance per step
+
+def stage_perf(examples: pd.DataFrame, shots: int, formats, seed: int,
+               n_boot: int = stats.N_BOOT, alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """Base and fine-tuned performance per checkpoint, fine-tuned seeds averaged.
+
+    The seed average is taken per example before bootstrapping, so the interval is over
+    examples of the seed-mean model. One row per (model, step, stage, fine-tune config,
+    eval set, role, format)."""
+    ex = examples[(examples["shots"] == shots) & examples["format"].isin(list(formats))
+                  & examples["metric"].isin(PRIMARY)]
+    ex = ex.assign(stage=np.where(ex["variant"] == "base", "base", "fine-tuned"))
+    keys = ["model", "step", "tokens", "stage", "train_task", "train_kind", "lr", "eval_set",
+            "eval_kind", "role", "format", "shots", "metric"]
+    per_id = ex.groupby([*keys, "id"], dropna=False, sort=True).agg(
+        score=("score", "mean"), n_seeds=("variant", "nunique")).reset_index()
+    rows = []
+    for key, g in per_id.groupby(keys, dropna=False, sort=True):
+        mean, low, high = stats.bootstrap_ci(g["score"].to_numpy(), seed, n_boot, alpha)
+        rows.append({**dict(zip(keys, key, strict=True)), "value": mean, "ci_low": low,
+                     "ci_high": high, "n": len(g), "n_seeds": int(g["n_seeds"].max())})
+    return pd.DataFrame(rows, columns=[*keys, "value", "ci_low", "ci_high", "n", "n_seeds"])
+
+
+def format_perf(examples: pd.DataFrame, shots: int, seed: int, n_boot: int = stats.N_BOOT,
+                alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """Value per format x step x in-domain set x base/fine-tuned (paper Fig. 5 and 14)."""
+    id_sets = examples.loc[examples["role"] == "id", "eval_set"].unique()
+    ex = examples[examples["eval_set"].isin(id_sets)
+                  & examples["role"].isin(["base", "id"])]
+    return stage_perf(ex, shots, ex["format"].unique(), seed, n_boot, alpha)
+
+
+# ---------------------------------------------------------------- base trend and groups
+
+def trend_verdict(diff: float, low: float, high: float, threshold: float) -> str:
+    """"rises": last - first > threshold and the interval above 0; "falls" symmetric."""
+    if diff > threshold and low > 0:
+        return "rises"
+    if diff < -threshold and high < 0:
+        return "falls"
+    return "flat"
+
+
+def base_trend(examples: pd.DataFrame, shots: int, fmt: str, rise_threshold: float,
+               seed: int, n_boot: int = stats.N_BOOT,
+               alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """Base score at the first and last checkpoint per eval set, and their difference with
+    a paired bootstrap over the examples scored at both checkpoints."""
+    base = examples[(examples["variant"] == "base") & (examples["shots"] == shots)
+                    & (examples["format"] == fmt) & examples["metric"].isin(PRIMARY)]
+    rows = []
+    for (model, eval_set), g in base.groupby(["model", "eval_set"], sort=True):
+        first, last = int(g["step"].min()), int(g["step"].max())
+        wide = g.pivot_table(index="id", columns="step", values="score", aggfunc="mean")
+        both = wide[first].notna() & wide[last].notna()  # ids scored at both checkpoints
+        a, b = wide.loc[both, first], wide.loc[both, last]
+        diff, low, high = stats.paired_bootstrap(b, a, seed, n_boot, alpha)
+        rows.append({"model": model, "eval_set": eval_set, "eval_kind": g["eval_kind"].iloc[0],
+                     "metric": g["metric"].iloc[0], "first_step": first, "last_step": last,
+                     "base_first": a.mean(), "base_last": b.mean(),
+                     "diff": diff, "ci_low": low, "ci_high": high, "n": int(both.sum()),
+                     "verdict": trend_verdict(diff, low, high, rise_threshold)})
+    return pd.DataFrame(rows, columns=["model", "eval_set", "eval_kind", "metric", "first_step",
+                                       "last_step", "base_first", "base_last", "diff",
+                                       "ci_low", "ci_high", "n", "verdict"])
+
+
+def default_pairs(changes: pd.DataFrame) -> list[dict]:
+    """(eval, train) pairs when the config names no groups: every in-domain set with its
+    own task, and every benchmark with every fine-tune ("*")."""
+    ind = changes.loc[changes["role"] == "id", ["eval_set", "train_task"]].drop_duplicates()
+    pairs = [{"eval": e, "train": t} for e, t in ind.itertuples(index=False)]
+    bench = sorted(changes.loc[changes["role"] == "benchmark", "eval_set"].unique())
+    return sorted(pairs, key=lambda p: (p["eval"], p["train"])) + [
+        {"eval": e, "train": "*"} for e in bench]
+
+
+def group_units(changes: pd.DataFrame, groups: Mapping[str, list]) -> pd.DataFrame:
+    """The (checkpoint, pair) units of each group, seeds averaged within a pair.
+
+    A pair ``{"eval": E, "train": T}`` selects fine-tunes of task T scored on set E;
+    ``"train": "*"`` selects every fine-tune (for benchmarks no fine-tune targets). Each
+    learning rate stays its own unit. ratio = seed-mean diff / base, NaN if skipped."""
+    known = set(changes["eval_set"])
+    parts = []
+    for group, pairs in groups.items():
+        for pair in pairs:
+            if pair["eval"] not in known:
+                raise ValueError(f"group {group!r} names eval set {pair['eval']!r}, which has "
+                                 f"no fine-tuned scores; known: {sorted(known)}")
+            sel = changes["eval_set"] == pair["eval"]
+            if pair.get("train") not in (None, "*"):
+                sel &= changes["train_task"] == pair["train"]
+            parts.append(changes[sel].assign(group=group))
+    cols = ["model", "group", "step", "eval_set", "train_task", "lr"]
+    if not parts:
+        return pd.DataFrame(columns=[*cols, "base", "diff", "ratio", "skipped"])
+    units = pd.concat(parts).groupby(cols, dropna=False, sort=True).agg(
+        base=("base", "first"), diff=("diff", "mean"), skipped=("skipped", "first"))
+    units["ratio"] = (units["diff"] / units["base"]).where(~units["skipped"])
+    return units.reset_index()
+
+
+def pt_ft_groups(units: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
+                 alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """Paper Table 5: mean ft - base and mean (ft - base)/base per group and checkpoint,
+    plus a step "all" row (every unit of the group) whose ci_low/ci_high bound raw_change."""
+    rows = []
+    for (model, group), g in units.groupby(["model", "group"], sort=True):
+        for step, gs in g.groupby("step", sort=True):
+            rows.append({"model": model, "group": group, "step": step,
+                         "raw_change": gs["diff"].mean(), "ratio_change": gs["ratio"].mean(),
+                         "n": len(gs), "n_skipped": int(gs["skipped"].sum()),
+                         "ci_low": np.nan, "ci_high": np.nan})
+        mean, low, high = stats.bootstrap_ci(g["diff"].to_numpy(), seed, n_boot, alpha)
+        rows.append({"model": model, "group": group, "step": "all", "raw_change": mean,
+                     "ratio_change": g["ratio"].mean(), "n": len(g),
+                     "n_skipped": int(g["skipped"].sum()), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=["model", "group", "step", "raw_change", "ratio_change",
+                                       "n", "n_skipped", "ci_low", "ci_high"])
+
+
+def data_groups(units_all: pd.DataFrame, trend: pd.DataFrame) -> pd.DataFrame:
+    """Relabel units by the data: "pretraining" when the eval set's base score rises across
+    checkpoints (``base_trend`` verdict "rises"), else "finetuning"."""
+    rises = trend.assign(g=np.where(trend["verdict"] == "rises", "pretraining", "finetuning"))
+    label = rises.set_index(["model", "eval_set"])["g"]
+    keys = pd.MultiIndex.from_frame(units_all[["model", "eval_set"]])
+    return units_all.assign(group=label.reindex(keys).fillna("finetuning").to_numpy())
+
+
+def group_membership(groups: Mapping[str, list], pairs: list[dict],
+                     trend: pd.DataFrame) -> pd.DataFrame:
+    """Per eval set in the groups: its group by design (config) and by data (base trend)."""
+    by_design = {}
+    for group, plist in groups.items():
+        for pair in plist:
+            by_design.setdefault(pair["eval"], group)
+    evals = sorted({p["eval"] for p in pairs})
+    t = trend[trend["eval_set"].isin(evals)].copy()
+    t["by_design"] = t["eval_set"].map(by_design)
+    t["by_data"] = np.where(t["verdict"] == "rises", "pretraining", "finetuning")
+    return t[["model", "eval_set", "by_design", "by_data", "base_first", "base_last", "diff",
+              "ci_low", "ci_high", "verdict", "n"]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- per-example comparisons
+
+def _majority(gold: pd.Series) -> np.ndarray:
+    """1.0 where the gold label is the most frequent one (ties: alphabetically first)."""
+    counts = gold.value_counts()
+    top = sorted(counts[counts == counts.max()].index)[0]
+    return (gold == top).to_numpy(dtype=float)
+
+
+def _margin(data: dict, steps: list, with_majority: bool) -> float:
+    """Mean over steps of ft - max(base, majority) on (resampled) aligned arrays."""
+    margins = []
+    for s in steps:
+        ref = data[f"base{s}"].mean()
+        if with_majority:
+            ref = max(ref, data["maj"].mean())
+        margins.append(data[f"ft{s}"].mean() - ref)
+    return float(np.mean(margins))
+
+
+def ft_vs_base(examples: pd.DataFrame, shots: int, fmt: str, seed: int,
+               n_boot: int = stats.N_BOOT, alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """In-domain and OOD sets: base, fine-tuned (seed mean), majority-class accuracy
+    (classification only) and margin = ft - max(base, majority), per checkpoint, plus a
+    step "all" row with the mean margin over checkpoints. Intervals resample examples once
+    per resample for every checkpoint and model (paired)."""
+    ex = examples[(examples["shots"] == shots) & (examples["format"] == fmt)
+                  & examples["metric"].isin(PRIMARY)]
+    base = ex[ex["variant"] == "base"]
+    ft = ex[ex["role"].isin(["id", "ood"])]
+    rows = []
+    for (model, task, lr, eval_set), g in ft.groupby(["model", "train_task", "lr", "eval_set"],
+                                                     dropna=False, sort=True):
+        b = base[(base["model"] == model) & (base["eval_set"] == eval_set)]
+        wide = pd.concat({"ft": g.pivot_table(index="id", columns="step", values="score",
+                                              aggfunc="mean"),
+                          "base": b.pivot_table(index="id", columns="step", values="score")},
+                         axis=1)
+        steps = sorted(set(g["step"]) & set(b["step"]))
+        if not steps:  # no base model at any of this fine-tune's checkpoints
+            continue
+        wide = wide.loc[:, [(k, s) for k in ("ft", "base") for s in steps]].dropna().sort_index()
+        with_maj = g["eval_kind"].iloc[0] == "classification"
+        data = {f"{k}{s}": wide[(k, s)].to_numpy() for k in ("ft", "base") for s in steps}
+        gold = b.drop_duplicates("id").set_index("id")["gold"].reindex(wide.index)
+        data["maj"] = _majority(gold) if with_maj and len(gold) else np.zeros(len(wide))
+        common = {"model": model, "eval_set": eval_set, "eval_kind": g["eval_kind"].iloc[0],
+                  "role": g["role"].iloc[0], "train_task": task, "lr": lr,
+                  "majority": data["maj"].mean() if with_maj else np.nan, "n": len(wide),
+                  "n_seeds": g["variant"].nunique()}
+        for s in [*steps, "all"]:
+            these = steps if s == "all" else [s]
+            sub = {k: v for k, v in data.items()
+                   if k == "maj" or any(k in (f"ft{t}", f"base{t}") for t in these)}
+            margin, low, high = stats.bootstrap_stat(
+                sub, lambda d, st=these, wm=with_maj: _margin(d, st, wm), seed, n_boot, alpha)
+            rows.append({**common, "step": s,
+                         "base": np.mean([data[f"base{t}"].mean() for t in these]),
+                         "ft": np.mean([data[f"ft{t}"].mean() for t in these]),
+                         "margin": margin, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=["model", "eval_set", "eval_kind", "role", "train_task",
+                                       "lr", "step", "base", "ft", "majority", "margin",
+                                       "ci_low", "ci_high", "n", "n_seeds"])
+
+
+def forgetting(examples: pd.DataFrame, shots: int, fmt: str,
+               threshold: float = ROUGE_CORRECT) -> pd.DataFrame:
+    """Per (variant, eval set): examples correct->wrong (forgotten) and wrong->correct
+    (learned) from the base at the same checkpoint to the fine-tune, on the same ids.
+    Correct = score >= threshold: for 0/1 accuracy that is simply "right"; for ROUGE-L it
+    means F1 >= 0.5 (a choice, recorded in the ``threshold`` column)."""
+    ex = examples[(examples["shots"] == shots) & (examples["format"] == fmt)
+                  & examples["metric"].isin(PRIMARY)]
+    on = ["model", "step", "eval_set", "format", "shots", "metric", "id"]
+    base = ex.loc[ex["variant"] == "base", [*on, "score"]]
+    m = ex[ex["variant"] != "base"].merge(base, on=on, suffixes=("", "_base"))
+    m = m.assign(c_ft=m["score"] >= threshold, c_base=m["score_base"] >= threshold)
+    m = m.assign(forgotten=m["c_base"] & ~m["c_ft"], learned=~m["c_base"] & m["c_ft"])
+    keys = ["model", "step", "variant", "train_task", "lr", "seed", "eval_set", "eval_kind",
+            "role", "format", "shots", "metric"]
+    out = m.groupby(keys, dropna=False, sort=True).agg(
+        n=("id", "size"), base_correct=("c_base", "sum"), ft_correct=("c_ft", "sum"),
+        forgotten=("forgotten", "sum"), learned=("learned", "sum")).reset_index()
+    out["threshold"] = threshold
+    out["forgotten_rate"] = out["forgotten"] / out["base_correct"].where(out["base_correct"] > 0)
+    wrong = out["n"] - out["base_correct"]
+    out["learned_rate"] = out["learned"] / wrong.where(wrong > 0)
+    return out
+
+
+# ---------------------------------------------------------------- headline numbers
+
+def _records(df: pd.DataFrame, cols: list[str]) -> list[dict]:
+    return [dict(zip(cols, r, strict=True)) for r in df[cols].itertuples(index=False)]
+
+
+def _group_gain(units: pd.DataFrame, boot: dict) -> list[dict]:
+    out = []
+    for model, g in units.groupby("model", sort=True):
+        gains = {k: g.loc[g["group"] == k, "diff"].to_numpy()
+                 for k in ("finetuning", "pretraining")}
+        rec = {"model": model}
+        for k, v in gains.items():
+            mean, low, high = stats.bootstrap_ci(v, boot["seed"], boot["n_boot"], boot["alpha"])
+            rec[k] = {"mean": mean, "ci_low": low, "ci_high": high, "n": int(v.size)}
+        diff, low, high = stats.bootstrap_diff(gains["finetuning"], gains["pretraining"],
+                                               boot["seed"], boot["n_boot"], boot["alpha"])
+        rec["finetuning_minus_pretraining"] = {"mean": diff, "ci_low": low, "ci_high": high}
+        out.append(rec)
+    return out
+
+
+def summary(tables: Mapping[str, pd.DataFrame], units_design: pd.DataFrame,
+            units_data: pd.DataFrame, cfg: dict) -> dict:
+    """The headline numbers: (a) base trends, (b) group gains, (c) classification margins,
+    (d) cross-task MRC."""
+    trend = tables["base_trend"]
+    keep = ["model", "eval_set", "diff", "ci_low", "ci_high", "base_first", "base_last"]
+    margins = tables["ft_vs_base"]
+    margins = margins[(margins["step"].astype(str) == "all")
+                      & (margins["eval_kind"] == "classification")]
+    mcols = ["model", "eval_set", "train_task", "lr", "margin", "ci_low", "ci_high", "base",
+             "ft", "majority", "n_seeds"]
+    return {
+        "settings": {k: cfg[k] for k in ("format", "shots", "seed", "n_boot", "alpha",
+                                         "min_base", "rise_threshold")},
+        "base_trend": {v: _records(trend[trend["verdict"] == v], keep)
+                       for v in ("rises", "flat", "falls")},
+        "group_gain": {"by_design": _group_gain(units_design, _boot(cfg)),
+                       "by_data": _group_gain(units_data, _boot(cfg))},
+        "classification_margin": {r: _records(margins[margins["role"] == r], mcols)
+                                  for r in ("id", "ood")},
+        "mrc_cross_task": _records(tables["mrc_cross_task"],
+                                   list(tables["mrc_cross_task"].columns)),
+    }
+
+
+def _json_safe(obj):
+    """NaN/inf -> null and numpy scalars -> Python, so the JSON is strict and readable."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is pd.NA or (isinstance(obj, float) and not math.isfinite(obj)):
+        return None
+    return obj
+
+
+# ---------------------------------------------------------------- everything at once
+
+def compute_tables(scores: pd.DataFrame, examples: pd.DataFrame | None,
+                   analysis_cfg: Mapping) -> tuple[dict[str, pd.DataFrame], dict]:
+    """All tables (``TABLE_NAMES``) and the summary dict."""
+    if examples is None:
+        raise ValueError("the analysis tables need the per-example table (the second output "
+                         "of scores.build_tables) for paired intervals, margins and forgetting")
+    cfg = _settings(analysis_cfg)
+    boot, shots, fmt = _boot(cfg), cfg["shots"], cfg["format"]
+    changes = paired_changes(scores, shots, fmt, cfg["min_base"])
+    trend = base_trend(examples, shots, fmt, cfg["rise_threshold"], **boot)
+    groups = cfg["groups"] or {"all": default_pairs(changes)}
+    pairs = [p for plist in groups.values() for p in plist]
+    units_design = group_units(changes, groups)
+    units_data = data_groups(group_units(changes, {"all": pairs}), trend)
+    tables = {
+        "mrc_cross_task": mrc_cross_task(changes, **boot),
+        "mrc_ood": mrc_ood(changes, **boot),
+        "mrc_format": mrc_format(paired_changes(scores, shots, None, cfg["min_base"]), **boot),
+        "format_perf": format_perf(examples, shots, **boot),
+        "perf_steps": stage_perf(examples, shots, [fmt], **boot),
+        "pt_ft_groups": pt_ft_groups(units_design, **boot),
+        "pt_ft_groups_data": pt_ft_groups(units_data, **boot),
+        "group_membership": group_membership(cfg["groups"], pairs, trend),
+        "base_trend": trend,
+        "ft_vs_base": ft_vs_base(examples, shots, fmt, **boot),
+        "forgetting": forgetting(examples, shots, fmt),
+    }
+    return tables, summary(tables, units_design, units_data, cfg)
+
+
+def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_cfg: Mapping,
+                 out_dir: str | os.PathLike) -> list[Path]:
+    """Write every table as ``{name}.csv`` + ``{name}.html`` and ``summary.json`` into
+    ``out_dir`` (each file atomically); returns the paths written."""
+    tables, headline = compute_tables(scores, examples, analysis_cfg)
+    out = Path(out_dir)
+    paths = []
+    for name in TABLE_NAMES:
+        df = tables[name]
+        paths.append(atomic_write(out / f"{name}.csv", lambda p, d=df: d.to_csv(p, index=False)))
+        paths.append(atomic_write(out / f"{name}.html", lambda p, d=df: d.to_html(
+            p, index=False, float_format=lambda x: f"{x:.4f}", na_rep="", border=0)))
+    text = json.dumps(_json_safe(headline), indent=2, allow_nan=False) + "\n"
+    paths.append(atomic_write(out / "summary.json", lambda p: p.write_text(text, "utf-8")))
+    return paths
+
+
+def read_tables(tables_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """The CSV tables written by ``write_tables``, by name (for figures and the report)."""
+    d = Path(tables_dir)
+    return {name: pd.read_csv(d / f"{name}.csv") for name in TABLE_NAMES
+            if (d / f"{name}.csv").exists()}

@@ -1,0 +1,306 @@
+"""Tests of ckptsweep.evaluate on a tiny random OLMo and a BPE tokenizer trained on the spot."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from rouge_score import rouge_scorer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
+
+from ckptsweep.evaluate import (
+    COLUMNS,
+    EvalConfig,
+    EvalSet,
+    continuation_logprobs,
+    cut_at_stop,
+    evaluate_model,
+    generate_texts,
+    load_records,
+    rouge_l,
+    write_predictions,
+)
+from ckptsweep.prompts import build_prompt, prompt_hash
+from ckptsweep.tasks import task_type
+
+NAMES = ["Anna", "Bob", "Carla", "Dmitri", "Eve", "Farid", "Gina", "Hugo"]
+CITIES = ["Paris", "Lima", "Oslo", "Kyoto", "Accra", "Quito"]
+FOODS = ["rice", "bread", "fish", "beans", "soup"]
+
+
+def _fact(rng: random.Random) -> str:
+    name = rng.choice(NAMES)
+    if rng.random() < 0.5:
+        return f"{name} lives in {rng.choice(CITIES)}."
+    return f"{name} eats {rng.choice(FOODS)}."
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(_fact(rng) for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    rng = random.Random(0)
+    # The label words are left out of the training lines, so they are multi-token and the
+    # general (one sequence per label) scoring path is exercised end to end.
+    lines = [_text(rng, 3) for _ in range(300)] + ["### Input: Question: Answer: Summary:"] * 20
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|padding|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(lines, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", pad_token="<|padding|>")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    # Ids set explicitly: OlmoConfig's defaults are the real 50k vocabulary's. A large
+    # initializer range makes the random model's outputs peaked, so argmaxes are not ties.
+    config = OlmoConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512,
+                        eos_token_id=0, bos_token_id=0, pad_token_id=1, initializer_range=0.2)
+    return OlmoForCausalLM(config).eval()
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rng = random.Random(1)
+
+    def nli(prefix, n):
+        return [{"id": f"{prefix}-{i}", "premise": _text(rng, 2), "hypothesis": _fact(rng),
+                 "label": i % 3} for i in range(n)]
+
+    def summ(prefix, n):
+        return [{"id": f"{prefix}-{i}", "document": _text(rng, 3), "summary": _fact(rng)}
+                for i in range(n)]
+
+    def mc(prefix, n):
+        return [{"id": f"{prefix}-{i}", "context": _text(rng, 2), "question": "Where?",
+                 "choices": [rng.choice(CITIES), "in " + rng.choice(CITIES),
+                             " ".join(rng.sample(CITIES, 3))], "label": i % 3}
+                for i in range(n)]
+
+    nli_test = nli("nli-test", 10)
+    # A pool record that shares a scored id must never be used as a demonstration.
+    nli_pool = [*nli("nli-train", 12), dict(nli_test[0], premise="LEAKED")]
+    return [
+        EvalSet("nli_id", "nli", _write(d / "nli_test.jsonl", nli_test),
+                _write(d / "nli_train.jsonl", nli_pool), formats=("default", "io")),
+        EvalSet("summ_id", "summarization", _write(d / "summ_test.jsonl", summ("s-test", 8)),
+                _write(d / "summ_train.jsonl", summ("s-train", 8)), limit=6),
+        EvalSet("mc", "multiple_choice", _write(d / "mc_test.jsonl", mc("mc-test", 6)),
+                _write(d / "mc_train.jsonl", mc("mc-train", 8))),
+    ]
+
+
+CFG = EvalConfig(shots=(0, 2), seed=3, separator="<|endoftext|>", max_new_tokens=8,
+                 batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def frame(model, tokenizer, sets):
+    return evaluate_model(model, tokenizer, sets, CFG)
+
+
+def _records(es: EvalSet) -> dict[str, dict]:
+    return {str(r["id"]): r for r in load_records(es.test_path)}
+
+
+def _direct_logprob(model, tokenizer, prompt: str, continuation: str) -> float:
+    """log p(continuation | prompt) from one unpadded forward of prompt + continuation."""
+    p = tokenizer(prompt)["input_ids"]
+    c = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = model(torch.tensor([p + c])).logits[0].float().log_softmax(-1)
+    return sum(logp[len(p) + k - 1, t].item() for k, t in enumerate(c))
+
+
+def _rebuild_prompt(tokenizer, es: EvalSet, row) -> str:
+    """The row's prompt text, rebuilt from its record and recorded demonstrations."""
+    task = task_type(es.task)
+    pool = {str(r["id"]): r for r in load_records(es.pool_path)}
+    demos = [pool[i] for i in row.demo_ids]
+    return build_prompt(task, _records(es)[row.id], row.format, demos, CFG.separator,
+                        lambda t: len(tokenizer(t)["input_ids"]), 10**9).text
+
+
+def test_columns_and_rows(frame, sets):
+    assert tuple(frame.columns) == COLUMNS
+    # nli: 10 x 2 formats x 2 shot counts; summ: limit 6 x 2; mc: 6 x 2.
+    assert frame.groupby("eval_set").size().to_dict() == {"nli_id": 40, "summ_id": 12, "mc": 12}
+    gen = frame[frame.task == "summarization"]
+    assert (gen.metric == "rouge_l").all() and gen.label_logprobs.map(len).eq(0).all()
+    assert gen.score_norm.isna().all()
+    assert frame[frame.task == "nli"].score_norm.isna().all()
+    assert frame.label_logprobs[frame.task == "nli"].map(len).eq(3).all()
+
+
+def test_label_logprobs_equal_direct_forward(frame, model, tokenizer, sets):
+    for es in (sets[0], sets[2]):
+        task = task_type(es.task)
+        records = _records(es)
+        for row in frame[frame.eval_set == es.name].itertuples():
+            prompt = _rebuild_prompt(tokenizer, es, row)
+            assert prompt_hash(prompt) == row.prompt_hash
+            record = records[row.id]
+            choices = task.labels if task.kind == "classification" else record["choices"]
+            direct = [_direct_logprob(model, tokenizer, prompt, " " + c) for c in choices]
+            np.testing.assert_allclose(row.label_logprobs, direct, atol=1e-4)
+            assert row.prediction == choices[int(np.argmax(direct))]
+            assert row.score == float(np.argmax(direct) == record["label"])
+
+
+def test_single_token_fast_path_equals_general_path(model, tokenizer):
+    prompts = [tokenizer(t)["input_ids"] for t in ["Anna lives in", "Bob eats rice. Eve eats"]]
+    labels = [[t] for t in tokenizer(" Paris Lima fish", add_special_tokens=False)["input_ids"]]
+    conts = [labels, labels[:2]]
+    forwarded = []
+    hook = model.model.register_forward_hook(lambda m, a, kw, out: forwarded.append(
+        kw["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            fast = continuation_logprobs(model, prompts, conts, 8, 1, share_prefix=True)
+            assert forwarded == [2]  # one sequence per prompt covers all its labels
+            general = continuation_logprobs(model, prompts, conts, 8, 1, share_prefix=False)
+            assert forwarded == [2, 5]
+    finally:
+        hook.remove()
+    for f, g in zip(fast, general, strict=True):
+        np.testing.assert_allclose(f, g, atol=1e-5)
+
+
+def test_batched_equals_one_by_one(frame, model, tokenizer, sets):
+    single = evaluate_model(model, tokenizer, sets, EvalConfig(**{**vars(CFG), "batch_size": 1}))
+    assert (single.prediction == frame.prediction).all()
+    assert (single.n_prompt_tokens == frame.n_prompt_tokens).all()
+    np.testing.assert_allclose(np.concatenate(single.label_logprobs.to_list()),
+                               np.concatenate(frame.label_logprobs.to_list()), atol=1e-4)
+
+
+def test_demonstrations_never_scored(frame, sets):
+    for es in sets:
+        rows = frame[frame.eval_set == es.name]
+        scored = set(_records(es))  # every id of the test file, not only the limit
+        for row in rows.itertuples():
+            assert row.id not in row.demo_ids
+            assert not scored & set(row.demo_ids)
+            assert len(row.demo_ids) == (row.shots if not row.truncated else len(row.demo_ids))
+        assert (rows[rows.shots == 2].demo_ids.map(len) == 2).all()
+
+
+def test_truncation_keeps_prompts_within_budget(model, tokenizer, sets):
+    cfg = EvalConfig(**{**vars(CFG), "max_length": 40})
+    df = evaluate_model(model, tokenizer, sets, cfg)
+    longest = {}
+    for es in sets:
+        task = task_type(es.task)
+        for r in load_records(es.test_path):
+            choices = task.labels if task.kind == "classification" else r.get("choices", [])
+            longest[r["id"]] = max((len(tokenizer(" " + c, add_special_tokens=False)["input_ids"])
+                                    for c in choices), default=0)
+    room = np.where(df.metric == "rouge_l", cfg.max_new_tokens, df.id.map(longest))
+    assert (df.n_prompt_tokens + room <= 40).all()
+    assert df.truncated[df.shots == 2].all()  # 2-shot prompts are ~100 tokens here
+    assert (df.demo_ids[df.truncated].map(len) < 2).all()
+
+
+def test_same_seed_same_frame(frame, model, tokenizer, sets):
+    pd.testing.assert_frame_equal(evaluate_model(model, tokenizer, sets, CFG), frame)
+    other = evaluate_model(model, tokenizer, sets[:1], EvalConfig(**{**vars(CFG), "seed": 4}))
+    assert other.demo_ids.to_list() != frame[frame.eval_set == "nli_id"].demo_ids.to_list()
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("Bob eats rice. ### Input: x", ["###", "\n\n"]) == "Bob eats rice. "
+    assert cut_at_stop("a\n\nb ### c", ["###", "\n\n"]) == "a"
+    assert cut_at_stop("no stop here", ["###", ""]) == "no stop here"
+
+
+def test_generation_stops_at_stop_string(frame, model, tokenizer, sets):
+    gen = frame[frame.task == "summarization"]
+    assert not gen.prediction.str.contains("###", regex=False).any()
+    # Pick as stop string a word the model generates after some other text, then check
+    # that generation ends right before it: the new prediction is the old one cut there.
+    row, stop = next((r, w) for r in gen.itertuples() for w in re.findall(r"[A-Z][a-z]+",
+                                                                          r.prediction)
+                     if r.prediction.find(w) > 0)
+    cfg = EvalConfig(**{**vars(CFG), "stop": ("###", stop)})
+    again = evaluate_model(model, tokenizer, [sets[1]], cfg)
+    assert not again.prediction.str.contains(stop, regex=False).any()
+    new = again.set_index(["format", "shots", "id"]).prediction[(row.format, row.shots, row.id)]
+    assert new == cut_at_stop(row.prediction, [stop]).strip()
+
+
+def test_empty_stop_string_is_ignored(model, tokenizer):
+    prompts = [tokenizer(t)["input_ids"] for t in ["Anna lives in", "Bob eats rice. Eve"]]
+    with torch.inference_mode():
+        plain = generate_texts(model, tokenizer, prompts, 8, ["###"], 8, 1)
+        empty = generate_texts(model, tokenizer, prompts, 8, ["###", ""], 8, 1)
+    assert empty == plain and all(plain)
+
+
+def test_rouge_l_is_the_library_value(frame, sets):
+    gold, pred = "Anna lives in Paris and eats rice.", "Anna is living in Paris."
+    library = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(gold, pred)
+    assert rouge_l(gold, pred) == library["rougeL"].fmeasure
+    assert 0 < rouge_l(gold, pred) < 1
+    for row in frame[frame.metric == "rouge_l"].itertuples():
+        assert row.score == pytest.approx(rouge_l(row.gold, row.prediction))
+
+
+def test_multiple_choice_score_norm_is_length_normalised(frame, sets):
+    records = _records(sets[2])
+    for row in frame[frame.task == "multiple_choice"].itertuples():
+        record = records[row.id]
+        lps, choices = row.label_logprobs, record["choices"]
+        best_norm = int(np.argmax([lp / len(c) for lp, c in zip(lps, choices, strict=True)]))
+        assert row.score_norm == float(best_norm == record["label"])
+        assert row.score == float(int(np.argmax(lps)) == record["label"])
+        assert row.gold == choices[record["label"]]
+
+
+def test_load_records_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "a"}\n\n{"id": "b",}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: bad JSON"):
+        load_records(path)
+    path.write_text('{"id": "a"}\n\n{"id": "b"}\n')
+    assert [r["id"] for r in load_records(path)] == ["a", "b"]
+
+
+def test_config_errors_before_any_work(model, tokenizer, sets):
+    bad = EvalSet("mc_io", "multiple_choice", sets[2].test_path, sets[2].pool_path,
+                  formats=("io",))
+    with pytest.raises(KeyError, match="no prompt format 'io'"):
+        evaluate_model(model, tokenizer, [bad], CFG)
+    no_pool = EvalSet("nli_np", "nli", sets[0].test_path, None)
+    with pytest.raises(ValueError, match="pool_path"):
+        evaluate_model(model, tokenizer, [no_pool], CFG)
+
+
+def test_write_predictions_keeps_schema(frame, tmp_path):
+    path = tmp_path / "p.parquet"
+    write_predictions(frame[frame.metric == "rouge_l"], path)
+    schema = pq.read_schema(path)
+    assert schema.field("label_logprobs").type.value_type == pa.float64()
+    back = pd.read_parquet(path)
+    assert math.isnan(back.score_norm.iloc[0]) and list(back.demo_ids.iloc[-1]) != []
