@@ -124,7 +124,8 @@ def test_ids_limit_and_seed(tmp_path):
     out = tmp_path / "data" / "siqa" / "train.jsonl"
     assert prepare_split("social_iqa_qg", "question_generation", raw, out, "siqa") == 30
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in rows] == [f"siqa-{i}" for i in range(30)]  # no own id field
+    # No own id field: the line number; ids are qualified with the split.
+    assert [r["id"] for r in rows] == [f"train/siqa-{i}" for i in range(30)]
 
     assert prepare_split("social_iqa_qg", "question_generation", raw, out, "siqa",
                          limit=10, seed=3) == 10
@@ -132,13 +133,13 @@ def test_ids_limit_and_seed(tmp_path):
     prepare_split("social_iqa_qg", "question_generation", raw, out, "siqa", limit=10, seed=3)
     assert out.read_bytes() == first
     ids = [json.loads(line)["id"] for line in first.decode().splitlines()]
-    assert ids == sorted(ids, key=lambda s: int(s.split("-")[1]))  # file order kept
+    assert ids == sorted(ids, key=lambda s: int(s.split("-")[-1]))  # file order kept
     prepare_split("social_iqa_qg", "question_generation", raw, out, "siqa", limit=10, seed=4)
     assert out.read_bytes() != first
 
     mnli = write_jsonl(tmp_path / "mnli.jsonl", [HUB_RECORDS["mnli"]])
     prepare_split("mnli", "nli", mnli, out, "mnli")
-    assert json.loads(out.read_text())["id"] == "7"  # the dataset's own id
+    assert json.loads(out.read_text())["id"] == "mnli/7"  # the dataset's own id, per split
 
 
 def test_every_world_dataset_prepares(tmp_path):

@@ -223,7 +223,7 @@ def prepare_split(schema: str, task: str, raw_path: Path, out_path: Path, datase
         raise ValueError(f"dataset {dataset!r}: schema {schema!r} converts to task type "
                          f"{expected!r}, but the config says {task!r}")
     ttype = task_type(task)
-    records = []
+    records, seen = [], set()
     with raw_path.open(encoding="utf-8") as fh:
         for line, text in enumerate(fh):
             if not text.strip():
@@ -239,6 +239,12 @@ def prepare_split(schema: str, task: str, raw_path: Path, out_path: Path, datase
                 raise ValueError(f"{where}: cannot convert a {schema!r} record: "
                                  f"{type(err).__name__}: {err}") from None
             check_record(ttype, rec, where)
+            # Hub ids are unique within a split only (MNLI's idx restarts at 0 in every
+            # split): qualify them with the split so train and test ids never collide.
+            rec["id"] = f"{raw_path.stem}/{rec['id']}"
+            if rec["id"] in seen:
+                raise ValueError(f"{where}: duplicate id {rec['id']!r}")
+            seen.add(rec["id"])
             records.append(rec)
     if not records:
         raise ValueError(f"dataset {dataset!r}: {raw_path} holds no records")
