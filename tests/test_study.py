@@ -72,3 +72,13 @@ def test_schema_rejects_bad_configs(edit):
     edit(cfg)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(cfg, SCHEMA)
+
+
+def test_fine_tunes_get_extra_formats_only_on_their_own_in_domain_set():
+    cfg = demo()
+    base = study.eval_plan(cfg, "base")
+    assert base["nli"] == base["para"] == ["default", "io", "instruct"]
+    ft = study.eval_plan(cfg, "nli-lr1e-3-s0")
+    assert ft["nli"] == ["default", "io", "instruct"]
+    assert ft["para"] == ft["nli_ood"] == ft["arc_who"] == ["default"]
+    assert set(ft) == set(base)

@@ -313,9 +313,119 @@ def test_figures_are_written(study, tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
-def test_tables_need_the_examples_table(study):
-    with pytest.raises(ValueError, match="per-example"):
-        T.compute_tables(study["scores"], None, study["cfg"])
+def test_tables_without_the_examples_table_skip_per_example_tables(study, tmp_path):
+    tables, headline = T.compute_tables(study["scores"], None, study["cfg"])
+    assert set(tables) == set(T.TABLE_NAMES) - set(T.EXAMPLE_TABLES)
+    for name in tables:  # what does not need examples is the same as with them
+        pd.testing.assert_frame_equal(tables[name], study["tables"][name])
+    assert headline["skipped_tables"] == [n for n in T.TABLE_NAMES if n in T.EXAMPLE_TABLES]
+    assert headline["base_trend"] is None and headline["group_gain"]["by_data"] is None
+    paths = T.write_tables(study["scores"], None, study["cfg"], tmp_path)
+    assert {p.stem for p in paths if p.suffix == ".csv"} == set(tables)
+
+
+def test_explicit_cross_task_pairs_match_the_derived_default():
+    changes = T.paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
+    derived = T.mrc_cross_task(changes, seed=0)
+    pairs = {"classification->generation": [{"eval": "summ", "train": "nli"},
+                                            {"eval": "qg", "train": "nli"}],
+             "generation->classification": [{"eval": "nli", "train": "summ"},
+                                            {"eval": "para", "train": "summ"}]}
+    explicit = T.mrc_cross_task(changes, seed=0, pairs=pairs)
+    pd.testing.assert_frame_equal(explicit, derived)
+    assert list(explicit.columns[:3]) == ["direction", "n", "mrc"]
+    # a pair may override shots/format: the io-format summ cell of the nli fine-tune
+    io = T.mrc_cross_task(T.paired_changes(make_scores(HAND), None, None, 0.01), seed=0,
+                          pairs={"c->g io": [{"eval": "summ", "train": "nli", "format": "io"}]},
+                          shots=4, fmt="default")
+    assert io.set_index("direction").loc["c->g io", ["n", "mrc"]].tolist() == [1, -1.0]
+
+
+def test_a_pair_listed_twice_counts_twice():
+    changes = T.paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
+    once = {"g": [{"eval": "nli", "train": "nli"}, {"eval": "summ", "train": "summ"}]}
+    twice = {"g": [*once["g"], {"eval": "summ", "train": "summ"}]}
+    a = T.pt_ft_groups(T.group_units(changes, once), seed=0).set_index("step")
+    b = T.pt_ft_groups(T.group_units(changes, twice), seed=0).set_index("step")
+    assert a.loc[1, "raw_change"] == pytest.approx((0.2 + 0.2) / 2)
+    assert b.loc[1, "raw_change"] == pytest.approx((0.2 + 0.2 + 0.2) / 3)
+    assert b.loc[2, "raw_change"] == pytest.approx((0.2 + 0.3 + 0.3) / 3)
+    assert (a.loc[2, "n"], b.loc[2, "n"]) == (2, 3)
+
+
+# ------------------------------------------------------------------ several models
+
+def test_two_models_are_never_pooled(study):
+    """Every table keeps a model column, and adding a second model (other numbers) leaves
+    the first model's rows exactly as they were."""
+    scores, examples = study["scores"], study["examples"]
+    ft = scores["variant"] != "base"
+    other_s = scores.assign(model="other", value=scores["value"].where(~ft, 1 - scores["value"]))
+    flip = examples["variant"] != "base"
+    other_e = examples.assign(model="other",
+                              score=examples["score"].where(~flip, 1 - examples["score"]))
+    both, headline = T.compute_tables(pd.concat([scores, other_s], ignore_index=True),
+                                      pd.concat([examples, other_e], ignore_index=True),
+                                      study["cfg"])
+    assert set(both) == set(T.TABLE_NAMES)
+    for name, df in both.items():
+        assert "model" in df.columns, name
+        assert set(df["model"]) == {"tiny", "other"}, name
+        mine = df[df["model"] == "tiny"].reset_index(drop=True)
+        alone = study["tables"][name].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, alone, check_dtype=False, obj=name)
+    assert [g["model"] for g in headline["group_gain"]["by_design"]] == ["other", "tiny"]
+    mrc = both["mrc_cross_task"].set_index(["model", "direction"])["mrc"]
+    assert mrc[("tiny", "classification->generation")] == pytest.approx(-1.0)
+    assert mrc[("other", "classification->generation")] == pytest.approx((1 - 0.2) / 0.2)
+
+
+# ------------------------------------------------------------------ GPU hours (Table 3)
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _bench(path, *rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCH_HEADER + "".join(
+        f"{s}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t50\t{cpu}\n" for s, rss, cpu in rows))
+
+
+def test_gpu_hours_from_benchmark_files(tmp_path):
+    root = tmp_path / "benchmarks"
+    _bench(root / "finetune/tiny/50/nli-lr1e-3-s0.tsv", (3600, 500, 3000))
+    _bench(root / "finetune/tiny/300/nli-lr1e-3-s0.tsv", (1800, 700, 1000))
+    _bench(root / "evaluate/tiny/50/base.tsv", (720, 300, 700), (720, 310, 700))  # repeat(2)
+    _bench(root / "world/world.tsv", (36, "NA", "NA"))
+    _bench(root / "loose.tsv", (360, 10, 10))
+    gh = T.gpu_hours(root).set_index("rule")
+    assert gh.index.tolist() == ["evaluate", "finetune", "loose", "world", "total"]
+    assert gh.loc["finetune", ["jobs", "runs", "hours", "gpu_hours"]].tolist() == \
+        pytest.approx([2, 2, 1.5, 1.5])
+    assert gh.loc["finetune", "cpu_hours"] == pytest.approx(4000 / 3600)
+    assert gh.loc["finetune", "max_rss_mb"] == 700
+    assert gh.loc["evaluate", ["jobs", "runs", "hours", "gpu_hours"]].tolist() == \
+        pytest.approx([1, 2, 0.4, 0.4])
+    assert gh.loc["world", ["hours", "gpus_per_job", "gpu_hours"]].tolist() == \
+        pytest.approx([0.01, 0, 0])
+    assert gh.loc["total", "hours"] == pytest.approx(1.5 + 0.4 + 0.1 + 0.01)
+    assert gh.loc["total", "gpu_hours"] == pytest.approx(1.9)
+    four = T.gpu_hours(root, {"finetune": 4}).set_index("rule")
+    assert four.loc["finetune", "gpu_hours"] == pytest.approx(6.0)
+    assert four.loc["evaluate", "gpu_hours"] == 0
+    assert T.gpu_hours(tmp_path / "none").empty
+
+
+def test_write_tables_adds_gpu_hours_only_when_asked(study, tmp_path):
+    _bench(tmp_path / "b" / "finetune/tiny/1/x.tsv", (7200, 1, 1))
+    cfg = {**study["cfg"], "gpus_per_job": {"finetune": 2}}
+    paths = T.write_tables(study["scores"], study["examples"], cfg, tmp_path / "t",
+                           benchmarks=tmp_path / "b")
+    assert tmp_path / "t" / "gpu_hours.csv" in paths
+    gh = T.read_tables(tmp_path / "t")["gpu_hours"].set_index("rule")
+    assert gh.loc["finetune", "gpu_hours"] == pytest.approx(4.0)
+    plain = T.write_tables(study["scores"], study["examples"], study["cfg"], tmp_path / "u")
+    assert not [p for p in plain if p.stem == "gpu_hours"]
 
 
 def test_base_trend_with_one_checkpoint_is_flat(study):

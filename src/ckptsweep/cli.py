@@ -95,10 +95,9 @@ def cmd_checkpoints(args, spec):
 
 
 def cmd_finetune(args, spec):
-    from .evaluate import load_records
     from .finetune import FinetuneConfig, finetune
     from .models import load_checkpoint, set_threads
-    from .tasks import task_type
+    from .tasks import load_records, task_type
 
     set_threads(args.threads)
     spec = dict(spec)
@@ -134,13 +133,38 @@ def cmd_evaluate(args, spec):
 
 def cmd_tables(args, spec):
     import pandas as pd
+    import yaml
 
-    from .tables import write_tables
+    from .amurochar import DEFAULT_ANALYSIS
+    from .tables import EXAMPLE_TABLES, write_tables
 
+    # The analysis settings: --analysis FILE, else --spec, else the shipped config for the
+    # imported AMURO & CHAR results.
+    if args.analysis or not spec:
+        path = Path(args.analysis) if args.analysis else DEFAULT_ANALYSIS
+        if not path.exists():
+            raise SystemExit(f"error: analysis settings {path} not found; pass --analysis")
+        spec = yaml.safe_load(path.read_text())  # YAML, or JSON (a subset of it)
+        log(f"analysis settings from {path}")
     scores = pd.read_parquet(args.scores)
     examples = pd.read_parquet(args.examples) if args.examples else None
-    paths = write_tables(scores, examples, spec, Path(args.out))
+    if examples is None:
+        log(f"no --examples: skipping the per-example tables {', '.join(EXAMPLE_TABLES)}")
+    paths = write_tables(scores, examples, spec, Path(args.out), benchmarks=args.benchmarks)
     log(f"{len(paths)} tables -> {args.out}")
+
+
+def cmd_import_amurochar(args, spec):
+    from .amurochar import write_import
+
+    try:
+        path, scores, notes = write_import(args.perf, args.official, args.out)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    for note in notes:
+        log(f"note: {note}")
+    log(f"{len(scores)} rows ({scores['variant'].nunique()} variants, "
+        f"{scores['eval_set'].nunique()} eval sets) -> {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,8 +207,18 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--out", required=True)
     s = verb("tables", cmd_tables, "write every table for a scores file")
     s.add_argument("--scores", required=True)
-    s.add_argument("--examples")
+    s.add_argument("--examples", help="per-example table (optional: without it the "
+                   "tables that need per-example data are skipped)")
+    s.add_argument("--analysis", help="analysis settings, YAML or JSON (default: --spec, or "
+                   "without it config/amurochar_analysis.yaml)")
+    s.add_argument("--benchmarks", help="Snakemake benchmarks folder: also write gpu_hours")
     s.add_argument("--out", required=True)
+    s = verb("import-amurochar", cmd_import_amurochar,
+             "import the AMURO & CHAR authors' released CSVs into a scores-schema file")
+    s.add_argument("--perf", required=True, help="all_perf_table.csv")
+    s.add_argument("--official", required=True, help="official_eval_table.csv")
+    s.add_argument("--out", required=True, help="parquet, e.g. results/imported/amurochar.parquet "
+                   "(never results/scores.parquet)")
 
     args = p.parse_args(argv)
     try:

@@ -17,7 +17,6 @@ example), never from the scored file, and prompts that do not fit the context go
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -33,7 +32,7 @@ from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
 from .prompts import Prompt, build_prompt, prompt_hash, sample_demos, target
-from .tasks import TaskType, check_record, gold_text, task_type
+from .tasks import TaskType, check_record, gold_text, load_records, task_type
 
 PREDICTION_SCHEMA = pa.schema([
     ("eval_set", pa.string()),
@@ -106,24 +105,6 @@ class EvalConfig:
     """``float32`` or ``bfloat16``: the model is cast to it before scoring."""
     device: str = "cpu"
     """Torch device the model is moved to (``cpu``, ``cuda``, ``cuda:1``...)."""
-
-
-def load_records(path: str | Path) -> list[dict]:
-    """Read a jsonl file of records (blank lines skipped); bad JSON names file and line."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, "
-                                 f"got {type(record).__name__}")
-            records.append(record)
-    return records
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -57,6 +57,21 @@ def eval_sets(config: dict) -> dict[str, dict]:
     return out
 
 
+def eval_plan(config: dict, variant: str) -> dict[str, list[str]]:
+    """Eval set -> prompt formats evaluated for one model variant.
+
+    The base model is evaluated in every format of every set; a fine-tune in the extra
+    formats only on its own in-domain set (the paper's format analysis, Figure 5) and in
+    the default format elsewhere, which keeps the grid's cost linear in the formats.
+    """
+    own = None if variant == "base" else finetune(config, variant)["dataset"]
+    plan = {}
+    for name, s in eval_sets(config).items():
+        mine = variant == "base" or (s["of"] == own and s["role_in"] == "id")
+        plan[name] = s["formats"] if mine else ["default"]
+    return plan
+
+
 def variants(config: dict) -> list[str]:
     """Model variants evaluated at every checkpoint: the base model, then each fine-tune."""
     return ["base", *[f["name"] for f in finetunes(config)]]

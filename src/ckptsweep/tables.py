@@ -11,7 +11,14 @@ Conventions shared by all tables:
 - Ratios (ft - base) / base are undefined when the base is ~0: pairs with base below
   ``min_base`` are skipped and counted in ``n_skipped``; raw differences keep them.
 - Roles come from the scores table: an eval set is "the in-domain set of task t" when some
-  fine-tune of t has role "id" on it, so no extra config is needed here.
+  fine-tune of t has role "id" on it, so no extra config is needed here. A config may
+  instead name the cross-task pairs explicitly (``analysis_cfg["cross_task"]``).
+- A pair ``{"eval": E, "train": T}`` (groups, cross-task) may also carry ``shots``,
+  ``format`` and ``lr``, overriding the table's defaults for that pair only (for example
+  benchmarks scored 0-shot next to 4-shot SFT sets). Each listed pair contributes its own
+  units: a pair listed twice in a group is counted twice (documented where used).
+- Without the per-example table (an imported scores file) the tables that need it
+  (``EXAMPLE_TABLES``) are skipped; the others come from the scores table alone.
 - Intervals are seeded percentile bootstraps (``stats``); ``value``/``mrc``/``margin``
   columns hold the statistic on the full data, never an interval midpoint.
 """
@@ -41,6 +48,11 @@ TABLE_NAMES = ("mrc_cross_task", "mrc_ood", "mrc_format", "format_perf", "perf_s
                "pt_ft_groups", "pt_ft_groups_data", "group_membership", "base_trend",
                "ft_vs_base", "forgetting")
 """Each is written as ``{name}.csv`` and ``{name}.html``; ``summary.json`` comes with them."""
+EXAMPLE_TABLES = ("format_perf", "perf_steps", "pt_ft_groups_data", "group_membership",
+                  "base_trend", "ft_vs_base", "forgetting")
+"""Tables that need the per-example table (skipped without it)."""
+GPUS_PER_JOB = {"finetune": 1, "evaluate": 1, "pretrain": 1}
+"""Default GPUs per job of a rule for ``gpu_hours`` (any other rule: 0)."""
 ROUGE_CORRECT = 0.5
 """For forgetting counts a ROUGE-L example counts as correct when its score is >= 0.5."""
 
@@ -52,7 +64,9 @@ def _settings(cfg: Mapping) -> dict:
             "alpha": float(cfg.get("alpha", stats.ALPHA)),
             "groups": dict(cfg.get("groups") or {}),
             "rise_threshold": float(cfg.get("rise_threshold", 0.0)),
-            "min_base": float(cfg.get("min_base", 0.01))}
+            "min_base": float(cfg.get("min_base", 0.01)),
+            "cross_task": dict(cfg.get("cross_task") or {}),
+            "gpus_per_job": dict(cfg.get("gpus_per_job") or GPUS_PER_JOB)}
 
 
 def _boot(cfg: dict) -> dict:
@@ -61,13 +75,16 @@ def _boot(cfg: dict) -> dict:
 
 # ---------------------------------------------------------------- fine-tuned vs base cells
 
-def paired_changes(scores: pd.DataFrame, shots: int, fmt: str | None,
+def paired_changes(scores: pd.DataFrame, shots: int | None, fmt: str | None,
                    min_base: float) -> pd.DataFrame:
     """One row per fine-tuned cell with its base: base, ft, diff = ft - base, ratio.
 
-    ``fmt=None`` keeps every format (base and fine-tuned still meet in the same format).
+    ``fmt=None`` keeps every format and ``shots=None`` every shot count (base and
+    fine-tuned still meet in the same format and shots).
     ``ratio`` is NaN and ``skipped`` True where base < min_base."""
-    sel = scores["metric"].isin(PRIMARY) & (scores["shots"] == shots)
+    sel = scores["metric"].isin(PRIMARY)
+    if shots is not None:
+        sel &= scores["shots"] == shots
     if fmt is not None:
         sel &= scores["format"] == fmt
     s = scores[sel]
@@ -96,17 +113,69 @@ def mrc_stats(units: pd.DataFrame, seed: int, n_boot: int, alpha: float) -> dict
             "p_value": stats.one_sample_p(ratios), "n_skipped": int(units["skipped"].sum())}
 
 
+def select_pair(changes: pd.DataFrame, pair: Mapping, shots: int | None = None,
+                fmt: str | None = None) -> pd.Series:
+    """Boolean mask of the changes rows of one pair ``{"eval", "train"[, "shots", "format",
+    "lr"]}``. ``train`` None or "*" selects every fine-tune; ``shots``/``format`` default to
+    the arguments (None: no filter, for changes already restricted to one setting)."""
+    sel = changes["eval_set"] == pair["eval"]
+    if pair.get("train") not in (None, "*"):
+        sel &= changes["train_task"] == pair["train"]
+    shots = pair.get("shots", shots)
+    if shots is not None:
+        sel &= changes["shots"] == int(shots)
+    fmt = pair.get("format", fmt)
+    if fmt is not None:
+        sel &= changes["format"] == fmt
+    if pair.get("lr") is not None:
+        sel &= np.isclose(changes["lr"].astype(float), float(pair["lr"]))
+    return sel
+
+
+def _pair_units(changes: pd.DataFrame, pairs: list, shots: int | None,
+                fmt: str | None, where: str) -> pd.DataFrame:
+    """The changes rows of every pair, each tagged with its position ``pair``; a pair
+    naming an unknown eval set or selecting nothing is an error."""
+    known = set(changes["eval_set"])
+    parts = []
+    for i, pair in enumerate(pairs):
+        if pair["eval"] not in known:
+            raise ValueError(f"{where} names eval set {pair['eval']!r}, which has no "
+                             f"fine-tuned scores; known: {sorted(known)}")
+        part = changes[select_pair(changes, pair, shots, fmt)]
+        if part.empty:
+            raise ValueError(f"{where}: pair {dict(pair)} selects no fine-tuned scores "
+                             f"(shots {pair.get('shots', shots)}, format "
+                             f"{pair.get('format', fmt)})")
+        parts.append(part.assign(pair=i))
+    return pd.concat(parts, ignore_index=True) if parts else changes.iloc[:0].assign(pair=0)
+
+
+MRC_COLUMNS = ["direction", "n", "mrc", "ci_low", "ci_high", "p_value", "n_skipped", "model"]
+
+
 def mrc_cross_task(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
-                   alpha: float = stats.ALPHA) -> pd.DataFrame:
+                   alpha: float = stats.ALPHA, pairs: Mapping[str, list] | None = None,
+                   shots: int | None = None, fmt: str | None = None) -> pd.DataFrame:
     """The paper's task-transfer MRC, per model and direction.
 
-    "classification->generation": units are (checkpoint, fine-tune variant trained on a
-    classification task, in-domain set of a generation task). Each seed and learning rate
-    is its own unit, so a task fine-tuned with 3 seeds weighs 3x a task with 1 seed, as
-    independent fine-tuning runs. The p-value treats units as independent, which they are
-    not quite (units share checkpoints and eval sets): read it as descriptive."""
-    owner_kind = changes["eval_set"].map(in_domain_owner_kind(changes))
+    Derived (``pairs`` None): "classification->generation": units are (checkpoint,
+    fine-tune variant trained on a classification task, in-domain set of a generation
+    task). Explicit (``pairs`` = ``{direction: [{"eval", "train", ...}, ...]}``, the
+    config's ``cross_task``): units are (checkpoint, pair, fine-tune variant), pairs
+    filtered by ``select_pair`` with ``shots``/``fmt`` as defaults. Each seed and learning
+    rate is its own unit, so a task fine-tuned with 3 seeds weighs 3x a task with 1 seed,
+    as independent fine-tuning runs. The p-value treats units as independent, which they
+    are not quite (units share checkpoints and eval sets): read it as descriptive."""
     rows = []
+    if pairs:
+        for direction, plist in pairs.items():
+            units = _pair_units(changes, list(plist), shots, fmt, f"cross_task {direction!r}")
+            for model in sorted(changes["model"].unique()):
+                rows.append({"model": model, "direction": direction,
+                             **mrc_stats(units[units["model"] == model], seed, n_boot, alpha)})
+        return pd.DataFrame(rows, columns=MRC_COLUMNS)
+    owner_kind = changes["eval_set"].map(in_domain_owner_kind(changes))
     for direction, (src, dst) in DIRECTIONS.items():
         sel = ((changes["role"] == "cross-task") & (changes["train_kind"] == src)
                & (owner_kind == dst) & (changes["eval_kind"] == dst))
@@ -114,8 +183,7 @@ def mrc_cross_task(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
             units = changes[sel & (changes["model"] == model)]
             rows.append({"model": model, "direction": direction,
                          **mrc_stats(units, seed, n_boot, alpha)})
-    return pd.DataFrame(rows, columns=["model", "direction", "n", "mrc", "ci_low", "ci_high",
-                                       "p_value", "n_skipped"])
+    return pd.DataFrame(rows, columns=MRC_COLUMNS)
 
 
 def mrc_ood(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
@@ -223,24 +291,25 @@ def default_pairs(changes: pd.DataFrame) -> list[dict]:
         {"eval": e, "train": "*"} for e in bench]
 
 
-def group_units(changes: pd.DataFrame, groups: Mapping[str, list]) -> pd.DataFrame:
+def group_units(changes: pd.DataFrame, groups: Mapping[str, list], shots: int | None = None,
+                fmt: str | None = None) -> pd.DataFrame:
     """The (checkpoint, pair) units of each group, seeds averaged within a pair.
 
     A pair ``{"eval": E, "train": T}`` selects fine-tunes of task T scored on set E;
-    ``"train": "*"`` selects every fine-tune (for benchmarks no fine-tune targets). Each
-    learning rate stays its own unit. ratio = seed-mean diff / base, NaN if skipped."""
+    ``"train": "*"`` selects every fine-tune (for benchmarks no fine-tune targets); optional
+    ``shots``/``format``/``lr`` keys override ``shots``/``fmt`` (see ``select_pair``). Each
+    learning rate stays its own unit, and so does each listed pair: a pair listed twice
+    counts twice. ratio = seed-mean diff / base, NaN if skipped."""
     known = set(changes["eval_set"])
     parts = []
     for group, pairs in groups.items():
-        for pair in pairs:
+        for i, pair in enumerate(pairs):
             if pair["eval"] not in known:
                 raise ValueError(f"group {group!r} names eval set {pair['eval']!r}, which has "
                                  f"no fine-tuned scores; known: {sorted(known)}")
-            sel = changes["eval_set"] == pair["eval"]
-            if pair.get("train") not in (None, "*"):
-                sel &= changes["train_task"] == pair["train"]
-            parts.append(changes[sel].assign(group=group))
-    cols = ["model", "group", "step", "eval_set", "train_task", "lr"]
+            sel = select_pair(changes, pair, shots, fmt)
+            parts.append(changes[sel].assign(group=group, pair=i))
+    cols = ["model", "group", "pair", "step", "eval_set", "train_task", "lr"]
     if not parts:
         return pd.DataFrame(columns=[*cols, "base", "diff", "ratio", "skipped"])
     units = pd.concat(parts).groupby(cols, dropna=False, sort=True).agg(
@@ -264,8 +333,8 @@ def pt_ft_groups(units: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
         rows.append({"model": model, "group": group, "step": "all", "raw_change": mean,
                      "ratio_change": g["ratio"].mean(), "n": len(g),
                      "n_skipped": int(g["skipped"].sum()), "ci_low": low, "ci_high": high})
-    return pd.DataFrame(rows, columns=["model", "group", "step", "raw_change", "ratio_change",
-                                       "n", "n_skipped", "ci_low", "ci_high"])
+    return pd.DataFrame(rows, columns=["group", "step", "raw_change", "ratio_change", "n",
+                                       "n_skipped", "ci_low", "ci_high", "model"])
 
 
 def data_groups(units_all: pd.DataFrame, trend: pd.DataFrame) -> pd.DataFrame:
@@ -405,25 +474,28 @@ def _group_gain(units: pd.DataFrame, boot: dict) -> list[dict]:
 
 
 def summary(tables: Mapping[str, pd.DataFrame], units_design: pd.DataFrame,
-            units_data: pd.DataFrame, cfg: dict) -> dict:
+            units_data: pd.DataFrame | None, cfg: dict) -> dict:
     """The headline numbers: (a) base trends, (b) group gains, (c) classification margins,
-    (d) cross-task MRC."""
-    trend = tables["base_trend"]
+    (d) cross-task MRC. Parts whose tables were skipped (no per-example table) are null,
+    and ``skipped_tables`` names those tables."""
     keep = ["model", "eval_set", "diff", "ci_low", "ci_high", "base_first", "base_last"]
-    margins = tables["ft_vs_base"]
-    margins = margins[(margins["step"].astype(str) == "all")
-                      & (margins["eval_kind"] == "classification")]
     mcols = ["model", "eval_set", "train_task", "lr", "margin", "ci_low", "ci_high", "base",
              "ft", "majority", "n_seeds"]
+    trend, margins = tables.get("base_trend"), tables.get("ft_vs_base")
+    if margins is not None:
+        margins = margins[(margins["step"].astype(str) == "all")
+                          & (margins["eval_kind"] == "classification")]
     return {
         "settings": {k: cfg[k] for k in ("format", "shots", "seed", "n_boot", "alpha",
                                          "min_base", "rise_threshold")},
-        "base_trend": {v: _records(trend[trend["verdict"] == v], keep)
-                       for v in ("rises", "flat", "falls")},
+        "skipped_tables": [n for n in TABLE_NAMES if n not in tables],
+        "base_trend": None if trend is None else {
+            v: _records(trend[trend["verdict"] == v], keep) for v in ("rises", "flat", "falls")},
         "group_gain": {"by_design": _group_gain(units_design, _boot(cfg)),
-                       "by_data": _group_gain(units_data, _boot(cfg))},
-        "classification_margin": {r: _records(margins[margins["role"] == r], mcols)
-                                  for r in ("id", "ood")},
+                       "by_data": (None if units_data is None
+                                   else _group_gain(units_data, _boot(cfg)))},
+        "classification_margin": None if margins is None else {
+            r: _records(margins[margins["role"] == r], mcols) for r in ("id", "ood")},
         "mrc_cross_task": _records(tables["mrc_cross_task"],
                                    list(tables["mrc_cross_task"].columns)),
     }
@@ -444,48 +516,137 @@ def _json_safe(obj):
 
 # ---------------------------------------------------------------- everything at once
 
+def _unique_pairs(pairs: list) -> list:
+    """Pairs in first-seen order without repeats (a pair listed in two groups, or twice)."""
+    seen, out = set(), []
+    for p in pairs:
+        key = tuple(sorted((k, str(v)) for k, v in p.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
 def compute_tables(scores: pd.DataFrame, examples: pd.DataFrame | None,
                    analysis_cfg: Mapping) -> tuple[dict[str, pd.DataFrame], dict]:
-    """All tables (``TABLE_NAMES``) and the summary dict."""
-    if examples is None:
-        raise ValueError("the analysis tables need the per-example table (the second output "
-                         "of scores.build_tables) for paired intervals, margins and forgetting")
+    """The tables (``TABLE_NAMES``) and the summary dict.
+
+    Without ``examples`` the tables of ``EXAMPLE_TABLES`` are skipped (absent from the
+    dict; the summary's ``skipped_tables`` lists them)."""
     cfg = _settings(analysis_cfg)
     boot, shots, fmt = _boot(cfg), cfg["shots"], cfg["format"]
     changes = paired_changes(scores, shots, fmt, cfg["min_base"])
-    trend = base_trend(examples, shots, fmt, cfg["rise_threshold"], **boot)
+    changes_any = paired_changes(scores, None, None, cfg["min_base"])  # for pair overrides
     groups = cfg["groups"] or {"all": default_pairs(changes)}
-    pairs = [p for plist in groups.values() for p in plist]
-    units_design = group_units(changes, groups)
-    units_data = data_groups(group_units(changes, {"all": pairs}), trend)
+    pairs = _unique_pairs([p for plist in groups.values() for p in plist])
+    units_design = group_units(changes_any, groups, shots, fmt)
+    if cfg["cross_task"]:
+        cross = mrc_cross_task(changes_any, **boot, pairs=cfg["cross_task"], shots=shots,
+                               fmt=fmt)
+    else:
+        cross = mrc_cross_task(changes, **boot)
     tables = {
-        "mrc_cross_task": mrc_cross_task(changes, **boot),
+        "mrc_cross_task": cross,
         "mrc_ood": mrc_ood(changes, **boot),
         "mrc_format": mrc_format(paired_changes(scores, shots, None, cfg["min_base"]), **boot),
-        "format_perf": format_perf(examples, shots, **boot),
-        "perf_steps": stage_perf(examples, shots, [fmt], **boot),
         "pt_ft_groups": pt_ft_groups(units_design, **boot),
-        "pt_ft_groups_data": pt_ft_groups(units_data, **boot),
-        "group_membership": group_membership(cfg["groups"], pairs, trend),
-        "base_trend": trend,
-        "ft_vs_base": ft_vs_base(examples, shots, fmt, **boot),
-        "forgetting": forgetting(examples, shots, fmt),
     }
+    units_data = None
+    if examples is not None:
+        trend = base_trend(examples, shots, fmt, cfg["rise_threshold"], **boot)
+        units_data = data_groups(group_units(changes_any, {"all": pairs}, shots, fmt), trend)
+        tables.update({
+            "format_perf": format_perf(examples, shots, **boot),
+            "perf_steps": stage_perf(examples, shots, [fmt], **boot),
+            "pt_ft_groups_data": pt_ft_groups(units_data, **boot),
+            "group_membership": group_membership(cfg["groups"], pairs, trend),
+            "base_trend": trend,
+            "ft_vs_base": ft_vs_base(examples, shots, fmt, **boot),
+            "forgetting": forgetting(examples, shots, fmt),
+        })
+    tables = {name: tables[name] for name in TABLE_NAMES if name in tables}
     return tables, summary(tables, units_design, units_data, cfg)
 
 
+# ---------------------------------------------------------------- compute cost (Table 3)
+
+def _read_benchmark(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, sep="\t")
+    if "s" not in df.columns:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column); "
+                         f"columns {list(df.columns)}")
+    for col in ("s", "max_rss", "cpu_time"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def gpu_hours(benchmark_dir: str | os.PathLike,
+              gpus_per_job: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Wall-clock and GPU hours per rule (stage) from Snakemake ``benchmark:`` files, like
+    the paper's Table 3.
+
+    Files are ``{benchmark_dir}/{rule}/.../*.tsv`` (a file directly in ``benchmark_dir``
+    counts under its own stem). Every row counts: a ``repeat()``-ed benchmark ran its job
+    that many times. hours = sum of ``s`` / 3600; gpu_hours = hours x the rule's GPUs per
+    job (``gpus_per_job``, default ``GPUS_PER_JOB``: 1 for finetune, evaluate and
+    pretrain, 0 for any other rule); cpu_hours from ``cpu_time`` (NaN where absent). A last
+    row ``rule = "total"`` sums the others."""
+    gpus = dict(GPUS_PER_JOB if gpus_per_job is None else gpus_per_job)
+    root = Path(benchmark_dir)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")):
+        rel = path.relative_to(root)
+        rule = rel.parts[0] if len(rel.parts) > 1 else path.stem
+        df = _read_benchmark(path)
+        rows.append({"rule": rule, "jobs": 1, "runs": len(df), "seconds": df["s"].sum(),
+                     "cpu_seconds": df["cpu_time"].sum(min_count=1) if "cpu_time" in df
+                     else np.nan,
+                     "max_rss_mb": df["max_rss"].max() if "max_rss" in df else np.nan})
+    cols = ["rule", "jobs", "runs", "hours", "cpu_hours", "max_rss_mb", "gpus_per_job",
+            "gpu_hours"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    per = pd.DataFrame(rows).groupby("rule", sort=True).agg(
+        jobs=("jobs", "sum"), runs=("runs", "sum"), seconds=("seconds", "sum"),
+        cpu_seconds=("cpu_seconds", lambda s: s.sum(min_count=1)),
+        max_rss_mb=("max_rss_mb", "max")).reset_index()
+    per["hours"] = per["seconds"] / 3600
+    per["cpu_hours"] = per["cpu_seconds"] / 3600
+    per["gpus_per_job"] = per["rule"].map(lambda r: float(gpus.get(r, 0)))
+    per["gpu_hours"] = per["hours"] * per["gpus_per_job"]
+    total = {"rule": "total", "jobs": per["jobs"].sum(), "runs": per["runs"].sum(),
+             "hours": per["hours"].sum(), "cpu_hours": per["cpu_hours"].sum(min_count=1),
+             "max_rss_mb": per["max_rss_mb"].max(), "gpus_per_job": np.nan,
+             "gpu_hours": per["gpu_hours"].sum()}
+    return pd.concat([per[cols], pd.DataFrame([total], columns=cols)], ignore_index=True)
+
+
+# ---------------------------------------------------------------- files
+
+def _write_table(out: Path, name: str, df: pd.DataFrame) -> list[Path]:
+    return [atomic_write(out / f"{name}.csv", lambda p: df.to_csv(p, index=False)),
+            atomic_write(out / f"{name}.html", lambda p: df.to_html(
+                p, index=False, float_format=lambda x: f"{x:.4f}", na_rep="", border=0))]
+
+
 def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_cfg: Mapping,
-                 out_dir: str | os.PathLike) -> list[Path]:
+                 out_dir: str | os.PathLike,
+                 benchmarks: str | os.PathLike | None = None) -> list[Path]:
     """Write every table as ``{name}.csv`` + ``{name}.html`` and ``summary.json`` into
-    ``out_dir`` (each file atomically); returns the paths written."""
+    ``out_dir`` (each file atomically); returns the paths written.
+
+    Without ``examples`` the per-example tables are skipped (see ``compute_tables``). With
+    ``benchmarks`` (a Snakemake benchmarks folder) ``gpu_hours.csv``/``.html`` are written
+    too, GPUs per job from ``analysis_cfg["gpus_per_job"]`` (default ``GPUS_PER_JOB``)."""
     tables, headline = compute_tables(scores, examples, analysis_cfg)
     out = Path(out_dir)
     paths = []
-    for name in TABLE_NAMES:
-        df = tables[name]
-        paths.append(atomic_write(out / f"{name}.csv", lambda p, d=df: d.to_csv(p, index=False)))
-        paths.append(atomic_write(out / f"{name}.html", lambda p, d=df: d.to_html(
-            p, index=False, float_format=lambda x: f"{x:.4f}", na_rep="", border=0)))
+    for name, df in tables.items():
+        paths += _write_table(out, name, df)
+    if benchmarks is not None:
+        paths += _write_table(out, "gpu_hours",
+                              gpu_hours(benchmarks, _settings(analysis_cfg)["gpus_per_job"]))
     text = json.dumps(_json_safe(headline), indent=2, allow_nan=False) + "\n"
     paths.append(atomic_write(out / "summary.json", lambda p: p.write_text(text, "utf-8")))
     return paths
@@ -494,5 +655,5 @@ def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_c
 def read_tables(tables_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """The CSV tables written by ``write_tables``, by name (for figures and the report)."""
     d = Path(tables_dir)
-    return {name: pd.read_csv(d / f"{name}.csv") for name in TABLE_NAMES
+    return {name: pd.read_csv(d / f"{name}.csv") for name in (*TABLE_NAMES, "gpu_hours")
             if (d / f"{name}.csv").exists()}

@@ -114,12 +114,12 @@ def get_eval_spec(wildcards):
     sets = [
         {
             "name": name,
-            "task": s["task"],
+            "task": EVAL_SETS[name]["task"],
             "test_path": f"resources/data/{name}/test.jsonl",
             "pool_path": f"resources/data/{name}/train.jsonl",
-            "formats": s["formats"],
+            "formats": formats,
         }
-        for name, s in EVAL_SETS.items()
+        for name, formats in study.eval_plan(config, wildcards.variant).items()
     ]
     return jsonarg({"sets": sets, "evaluation": config["evaluation"]})
 
