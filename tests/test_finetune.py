@@ -6,7 +6,14 @@ import json
 import pytest
 import torch
 
-from ckptsweep.finetune import IGNORE, FinetuneConfig, encode_example, finetune
+from ckptsweep.finetune import (
+    IGNORE,
+    FinetuneConfig,
+    collate,
+    completion_loss,
+    encode_example,
+    finetune,
+)
 from ckptsweep.tasks import task_type
 
 NLI = task_type("nli")
@@ -80,3 +87,11 @@ def test_nan_loss_fails_and_writes_no_model(tiny_tokenizer, tiny_model, tmp_path
         finetune(tiny_model, tiny_tokenizer, NLI, records(), FinetuneConfig(lr=1e-3),
                  tmp_path / "out", log=None)
     assert not (tmp_path / "out").exists()
+
+
+def test_completion_loss_equals_the_models_own_loss(tiny_tokenizer, tiny_model):
+    batch = [encode_example(NLI, r, tiny_tokenizer, "default", 512) for r in records(5)]
+    ids, labels, mask = collate(batch, tiny_tokenizer.pad_token_id)
+    n = int((labels[:, 1:] != IGNORE).sum())
+    reference = tiny_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(completion_loss(tiny_model, ids, labels, mask) / n, reference)

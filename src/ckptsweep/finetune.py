@@ -83,6 +83,24 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
     return ids, labels, mask
 
 
+def completion_loss(model, ids, labels, mask):
+    """Summed next-token cross-entropy over the positions that carry a label.
+
+    The output layer runs only on those positions: with completion-only loss most
+    positions are prompt, and the vocabulary projection (50k wide for OLMo) is the largest
+    single matrix product of the model, so skipping it for the prompt saves compute and
+    the memory of the full logits. Valid for models whose logits are the plain output
+    projection of the last hidden state (OLMo, Llama, Pythia; not logit-softcapping ones).
+    """
+    import torch
+
+    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+
+
 def finetune(model, tokenizer, task: TaskType, records: list[dict], cfg: FinetuneConfig,
              out_dir: Path, log=print) -> dict:
     """Fine-tune ``model`` in place on ``records``; save it to ``out_dir``; return stats."""
@@ -114,10 +132,7 @@ def finetune(model, tokenizer, task: TaskType, records: list[dict], cfg: Finetun
             step_loss = 0.0
             for mb in group:
                 ids, labels, mask = collate([examples[i] for i in mb], tokenizer.pad_token_id)
-                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-                loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
-                    ignore_index=IGNORE, reduction="sum") / n_target
+                loss = completion_loss(model, ids, labels, mask) / n_target
                 loss.backward()
                 step_loss += loss.item()
                 tokens += int(mask.sum())
