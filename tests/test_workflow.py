@@ -55,7 +55,8 @@ def test_snakefmt_is_clean():
 
 
 def test_demo_dry_run_lists_the_whole_grid():
-    counts = job_counts(dry("--configfile", "config/demo.yaml"))
+    # --forceall: the whole grid, whatever a local run has already produced.
+    counts = job_counts(dry("--forceall", "--configfile", "config/demo.yaml"))
     cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     n_steps = len(cfg["models"]["tiny"]["steps"])
     n_ft = sum(len(t.get("seeds", [0])) for t in
@@ -70,7 +71,7 @@ def test_demo_dry_run_lists_the_whole_grid():
 def test_configfile_replaces_the_default_config():
     """`--configfile` must not deep-merge over config/demo.yaml: the tiny config has fewer
     datasets, and none of the demo's others may leak into its grid."""
-    out = dry("--configfile", str(TINY))
+    out = dry("--forceall", "--configfile", str(TINY))
     tiny = yaml.safe_load(TINY.read_text())
     demo = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     leaked = set(demo["datasets"]) - set(tiny["datasets"])
@@ -94,7 +95,7 @@ def test_bad_config_is_rejected_naming_the_key(tmp_path):
 def tiny_run(tmp_path_factory):
     """A copy of the workflow that ran the tiny config to the end."""
     work = tmp_path_factory.mktemp("tiny")
-    for item in ("Snakefile", "workflow", "config", "profiles", "tests/config"):
+    for item in ("Snakefile", "workflow", "config", "profiles", "envs", "tests/config"):
         src = ROOT / item
         dst = work / item
         if src.is_dir():

@@ -13,6 +13,8 @@ rule aggregate:
     log:
         "logs/aggregate/aggregate.log",
     localrule: True
+    conda:
+        "../../envs/analysis.yaml"
     params:
         runs=get_runs_spec,
         seed=config["analysis"].get("seed", 0),
@@ -39,6 +41,8 @@ rule tables:
     log:
         "logs/tables/tables.log",
     localrule: True
+    conda:
+        "../../envs/analysis.yaml"
     params:
         analysis=get_analysis_spec,
     script:
@@ -62,5 +66,7 @@ rule figures:
     log:
         "logs/figures/figures.log",
     localrule: True
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/figures.py"

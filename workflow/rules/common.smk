@@ -95,6 +95,12 @@ def get_finetune_spec(wildcards):
     return jsonarg({"task": ft["task"], **settings, "lr": ft["lr"], "seed": ft["seed"]})
 
 
+def get_resume_dir(wildcards):
+    """Resumable fine-tuning state: outside the job's outputs, which Snakemake deletes
+    when a job fails, so a retried or resubmitted job continues where it stopped."""
+    return f"resources/resume/{wildcards.model}/{wildcards.step}/{wildcards.ft}"
+
+
 def get_eval_input(wildcards):
     data = {
         f"{name}_{split}": f"resources/data/{name}/{split}.jsonl"
@@ -119,7 +125,8 @@ def get_eval_spec(wildcards):
             "pool_path": f"resources/data/{name}/train.jsonl",
             "formats": formats,
         }
-        for name, formats in study.eval_plan(config, wildcards.variant).items()
+        # Sorted: reordering datasets in the config must not look like a params change.
+        for name, formats in sorted(study.eval_plan(config, wildcards.variant).items())
     ]
     return jsonarg({"sets": sets, "evaluation": config["evaluation"]})
 

@@ -12,6 +12,8 @@ rule world:
         "logs/world/world.log",
     benchmark:
         "benchmarks/world/world.tsv"
+    conda:
+        "../../envs/train.yaml"
     params:
         spec=get_world_spec,
     shell:
@@ -26,6 +28,8 @@ rule prepare_data:
         test="resources/data/{dataset}/test.jsonl",
     log:
         "logs/prepare_data/{dataset}.log",
+    conda:
+        "../../envs/train.yaml"
     params:
         spec=get_dataset_spec,
     shell:

@@ -11,6 +11,8 @@ rule evaluate:
         "logs/evaluate/{model}/{step}/{variant}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{step}/{variant}.tsv"
+    conda:
+        "../../envs/eval.yaml"
     threads: THREADS
     params:
         spec=get_eval_spec,

@@ -10,10 +10,22 @@ rule finetune:
         "logs/finetune/{model}/{step}/{ft}.log",
     benchmark:
         "benchmarks/finetune/{model}/{step}/{ft}.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: THREADS
+    resources:
+        # Snakemake's attempt (1, 2, ... with retries): a retry after an out-of-memory
+        # failure halves the micro-batch and doubles accumulation (same effective batch).
+        attempt=lambda wildcards, attempt: attempt,
     params:
         spec=get_finetune_spec,
+        # The state survives a failed or pre-empted job (it is not an output); the job
+        # removes it when it finishes.
+        resume=get_resume_dir,
+        compile_cache="resources/cache/torchinductor",
     shell:
         "ckptsweep finetune --spec {params.spec:q} --manifest {input.manifest:q}"
         " --step {wildcards.step} --train {input.train:q} --threads {threads}"
+        " --resume-dir {params.resume:q} --attempt {resources.attempt}"
+        " --compile-cache {params.compile_cache:q}"
         " --out {output.model:q} > {log:q} 2>&1"

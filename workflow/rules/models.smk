@@ -13,6 +13,8 @@ rule pretrain:
         "logs/pretrain/{model}.log",
     benchmark:
         "benchmarks/pretrain/{model}.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: 4  # scaled down to --cores; a tiny model gains little beyond 4
     params:
         spec=get_pretrain_spec,
@@ -28,6 +30,8 @@ rule checkpoints:
         manifest="resources/checkpoints/{model}.tsv",
     log:
         "logs/checkpoints/{model}.log",
+    conda:
+        "../../envs/train.yaml"
     params:
         steps=lambda w: study.steps(config, w.model),
     shell:
