@@ -134,6 +134,15 @@ def _direct_logprob(model, tokenizer, prompt: str, continuation: str) -> float:
     return sum(logp[len(p) + k - 1, t].item() for k, t in enumerate(c))
 
 
+def _direct_variants_logprob(model, tokenizer, prompt: str, label: str) -> float:
+    """log(p(" label") + p("label")): both spellings of a label, where they tokenise apart."""
+    spaced, bare = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (" " + label,
+                                                                                 label))
+    assert spaced != bare  # byte-level BPE: the leading space is part of the first token
+    return float(np.logaddexp(_direct_logprob(model, tokenizer, prompt, " " + label),
+                              _direct_logprob(model, tokenizer, prompt, label)))
+
+
 def _rebuild_prompt(tokenizer, es: EvalSet, row) -> str:
     """The row's prompt text, rebuilt from its record and recorded demonstrations."""
     task = task_type(es.task)
@@ -163,7 +172,7 @@ def test_label_logprobs_equal_direct_forward(frame, model, tokenizer, sets):
             assert prompt_hash(prompt) == row.prompt_hash
             record = records[row.id]
             choices = task.labels if task.kind == "classification" else record["choices"]
-            direct = [_direct_logprob(model, tokenizer, prompt, " " + c) for c in choices]
+            direct = [_direct_variants_logprob(model, tokenizer, prompt, c) for c in choices]
             np.testing.assert_allclose(row.label_logprobs, direct, atol=1e-4)
             assert row.prediction == choices[int(np.argmax(direct))]
             assert row.score == float(np.argmax(direct) == record["label"])

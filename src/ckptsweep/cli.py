@@ -95,7 +95,7 @@ def cmd_checkpoints(args, spec):
 
 
 def cmd_finetune(args, spec):
-    from .finetune import FinetuneConfig, finetune
+    from .finetune import FinetuneConfig, Interrupted, finetune
     from .models import load_checkpoint, set_threads
     from .tasks import load_records, task_type
 
@@ -103,27 +103,44 @@ def cmd_finetune(args, spec):
     spec = dict(spec)
     task = task_type(spec.pop("task"))
     cfg = from_dict(FinetuneConfig, spec, "finetune")
+    if args.attempt > 1:
+        # A retry (after an out-of-memory failure, say): smaller micro-batches, same steps.
+        cfg = cfg.for_attempt(args.attempt)
+        log(f"attempt {args.attempt}: micro-batch {cfg.batch_size} x {cfg.grad_accum} "
+            f"accumulated (effective batch {cfg.effective_batch}, unchanged)")
+    if cfg.compile and args.compile_cache:
+        # Compiled kernels are shared by every fine-tune of the same architecture.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(args.compile_cache).resolve()))
     model, tok = load_checkpoint(args.manifest, args.step)
     records = load_records(args.train)
     log(f"fine-tuning step {args.step} on {len(records)} {task.name} examples: {cfg}")
-    finetune(model, tok, task, records, cfg, Path(args.out), log=log)
+    resume = Path(args.resume_dir) if args.resume_dir else None
+    try:
+        finetune(model, tok, task, records, cfg, Path(args.out), log=log, resume_dir=resume)
+    except Interrupted as e:
+        log(f"error: {e}")
+        raise SystemExit(143) from None  # 128 + SIGTERM: stopped, not broken
 
 
 def cmd_evaluate(args, spec):
-    from .evaluate import EvalConfig, EvalSet, evaluate_model, write_predictions
-    from .models import load, load_checkpoint, set_threads
+    from .evaluate import EvalConfig, EvalSet, evaluate_model, model_fingerprint, write_predictions
+    from .models import checkpoint, load, set_threads
 
     set_threads(args.threads)
-    if args.model:
-        model, tok = load(args.model)
-    else:
-        model, tok = load_checkpoint(args.manifest, args.step)
-    sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in spec["sets"]]
     ev = dict(spec["evaluation"])
     ev["shots"] = tuple(ev["shots"])
+    if args.cache_dir is not None:  # the flag wins over the spec; "" turns the cache off
+        ev["cache_dir"] = args.cache_dir or None
     cfg = from_dict(EvalConfig, ev, "evaluation")
+    source, revision = args.model, None
+    if not args.model:
+        c = checkpoint(args.manifest, args.step)
+        source, revision = c.source, c.revision
+    model, tok = load(source, revision, dtype=cfg.dtype)
+    model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
+    sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in spec["sets"]]
     t0 = time.perf_counter()
-    df = evaluate_model(model, tok, sets, cfg, progress=log)
+    df = evaluate_model(model, tok, sets, cfg, progress=log, model_key=model_key)
     log(f"{len(df)} predictions in {time.perf_counter() - t0:.1f}s; "
         f"{int(df['truncated'].sum())} prompts truncated")
     summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
@@ -198,12 +215,20 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--step", required=True)
     s.add_argument("--train", required=True)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--resume-dir", help="resumable state, outside the job's outputs: saved "
+                   "periodically and on SIGTERM, resumed from, removed when done")
+    s.add_argument("--attempt", type=int, default=1, help="scheduler attempt (1, 2, ...): "
+                   "each retry halves the micro-batch and doubles accumulation")
+    s.add_argument("--compile-cache", help="TORCHINDUCTOR_CACHE_DIR for compile: true "
+                   "(unless already set)")
     s.add_argument("--out", required=True)
     s = verb("evaluate", cmd_evaluate, "evaluate one model variant on every eval set")
     s.add_argument("--model", help="a fine-tuned model directory")
     s.add_argument("--manifest", help="checkpoint manifest (base models)")
     s.add_argument("--step", help="pre-training step (base models)")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--cache-dir", help="prediction cache folder (overrides the spec's "
+                   "evaluation.cache_dir; an empty string turns the cache off)")
     s.add_argument("--out", required=True)
     s = verb("tables", cmd_tables, "write every table for a scores file")
     s.add_argument("--scores", required=True)

@@ -3,36 +3,72 @@
 One call of `evaluate_model` covers everything a job evaluates with one model load and
 returns one row per scored example (the per-example predictions of the DAG).
 
-- Classification and multiple choice: every label word (choice) is scored by the summed
-  log-likelihood of its continuation (``prompts.target``'s space convention) given the
-  prompt; the prediction is the argmax and every label's log-likelihood is kept, so
-  confidence and calibration can be computed downstream.
+- Classification: ``EvalConfig.method`` picks how a label is predicted (the paper's
+  Table 2 ablation, its Appendix B); the ``method`` column records it.
+
+  - ``loglik`` (default): each label is scored by the log-likelihood of its whole
+    continuation given the prompt; the prediction is the argmax.
+  - ``tokenprob``: the paper's TokenProb: the log-probability of the label's first
+    sub-token (the best one of its acceptable first tokens; ``lenient_labels`` widens
+    them to Appendix B.1's set); the prediction is the argmax.
+  - ``constrained``: greedy decoding restricted to the labels' token sequences, so the
+    output is always a label. It is computed exactly from the labels' per-token
+    log-probabilities: at each branch of the label trie the best next token is taken,
+    and decoding ends as soon as a label is complete.
+  - ``free``: free greedy decoding (``label_max_new_tokens`` tokens, stop strings as for
+    generation), then the first label word found in the output (whole word, any case);
+    an output without a label word is scored wrong with an empty prediction.
+
+  Leading-space variants: a label can follow the prompt as ``" yes"`` (the convention of
+  ``prompts.target``) or as ``"yes"``. Where the tokenizer gives the two different token
+  ids, both continuations are scored and combined with logsumexp: the label's
+  probability in either spelling (they are distinct token sequences, so the events are
+  disjoint). Where they tokenise alike, the label is scored once. ``label_logprobs``
+  keeps every label's final log-probability (``loglik`` and ``constrained``: this
+  combined log-likelihood; ``tokenprob``: the first-token log-probability; ``free``:
+  empty), so confidence and calibration can be computed downstream.
+- Multiple choice: always ``loglik`` (with the same variants), plus
+  lm-evaluation-harness's length-normalised ``score_norm``.
 - Generation: greedy decoding with the KV cache, cut at EOS or the first stop string,
-  scored with ROUGE-L F1 (``rouge-score``).
+  scored with ROUGE-L F1 (``rouge-score``, imported only when a generation set is scored).
 
 Few-shot demonstrations come from the training pool (``prompts.sample_demos``, seeded per
 example), never from the scored file, and prompts that do not fit the context go through
 ``prompts.build_prompt`` (demonstrations dropped first, then the input cut).
+
+With ``EvalConfig.cache_dir`` set, predictions are cached (see `PredictionCache`): a
+re-run computes nothing it has computed before, and any change that can change a
+prediction misses the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import re
+import string
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
 from .prompts import Prompt, build_prompt, prompt_hash, sample_demos, target
 from .tasks import TaskType, check_record, gold_text, load_records, task_type
+
+SCORING_VERSION = "2"
+"""Part of every prediction-cache key: bump it with any change of this module that can
+change a prediction or a score, so that no cache entry of the old code is served."""
+
+METHODS = ("loglik", "tokenprob", "constrained", "free")
+"""Prediction methods of classification sets (``EvalConfig.method``)."""
 
 PREDICTION_SCHEMA = pa.schema([
     ("eval_set", pa.string()),
@@ -50,11 +86,17 @@ PREDICTION_SCHEMA = pa.schema([
     ("score", pa.float64()),
     ("score_norm", pa.float64()),
     ("metric", pa.string()),
+    ("method", pa.string()),
 ])
 """Columns of `evaluate_model`'s output, typed explicitly so that a file holding only
-generation rows (all ``label_logprobs`` empty) has the same schema as any other."""
+generation rows (all ``label_logprobs`` empty) has the same schema as any other.
+``method``: the classification method, ``loglik`` for multiple choice, ``greedy`` for
+generation."""
 
 COLUMNS = tuple(PREDICTION_SCHEMA.names)
+
+RESULT_COLUMNS = ("prediction", "label_logprobs", "score", "score_norm", "metric", "method")
+"""The columns a model call produces (the others describe the prompt)."""
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -103,8 +145,27 @@ class EvalConfig:
     cut at the first one."""
     dtype: str = "float32"
     """``float32`` or ``bfloat16``: the model is cast to it before scoring."""
-    device: str = "cpu"
-    """Torch device the model is moved to (``cpu``, ``cuda``, ``cuda:1``...)."""
+    device: str = "auto"
+    """Torch device the model is moved to (``auto``: ``cuda`` if there is one, else
+    ``cpu``; or ``cpu``, ``cuda``, ``cuda:1``...)."""
+    method: str = "loglik"
+    """Prediction method of classification sets, one of `METHODS` (module docstring)."""
+    lenient_labels: bool = False
+    """``tokenprob`` only: besides each label's first sub-tokens, accept every vocabulary
+    token that spells the label or a prefix of it, up to case and surrounding whitespace
+    and punctuation (``"Yes"``, ``" yes,"``, ``"ent"``: the paper's Appendix B.1); a token
+    that fits two labels counts for neither."""
+    label_max_new_tokens: int = 5
+    """``free`` only: tokens generated for a label (the paper uses 5)."""
+    cache_dir: str | None = None
+    """Prediction cache folder (`PredictionCache`); None: no cache."""
+    compile: bool = False
+    """``torch.compile`` the scoring forwards (classification, multiple choice). On a GPU it
+    pays from a few thousand examples on (about a minute of compiling for a 1B model);
+    batch shapes vary, so it compiles with dynamic shapes after the first one."""
+    generation_cache: str | None = None
+    """``generate``'s ``cache_implementation`` (None: its default dynamic cache; ``static``
+    preallocates the KV cache and, on a GPU, compiles the decoding step)."""
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -113,10 +174,31 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def rouge_l(gold: str, prediction: str, scorer: rouge_scorer.RougeScorer | None = None) -> float:
+def rouge_l(gold: str, prediction: str, scorer=None) -> float:
     """ROUGE-L F-measure of ``prediction`` against ``gold`` (rouge-score, Porter stemmer)."""
-    scorer = scorer or rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scorer = scorer or _rouge_scorer()
     return scorer.score(gold, prediction)["rougeL"].fmeasure
+
+
+def _rouge_scorer():
+    # Imported here: scoring classification (and the GPU benchmark) needs no rouge-score.
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is ``cuda`` where a GPU is visible, else ``cpu``; other names as torch's."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(math.fsum(math.exp(v - top) for v in values))
 
 
 # --------------------------------------------------------------------------- model calls
@@ -149,19 +231,12 @@ def _last_log_softmax(model, seqs: Sequence[list[int]], keep: int, pad_id: int) 
     return logits.float().log_softmax(-1)
 
 
-def continuation_logprobs(model, prompts: Sequence[list[int]],
-                          continuations: Sequence[Sequence[list[int]]], batch_size: int,
-                          pad_id: int, share_prefix: bool = True) -> list[list[float]]:
-    """Summed log-likelihood of each continuation (token ids) given its prompt (token ids).
-
-    ``continuations[i]`` are the candidates of ``prompts[i]``. Each candidate is scored on
-    the sequence prompt + continuation minus its last token (whose logits are never
-    needed). With ``share_prefix``, candidates whose sequences coincide share one forward:
-    that is the fast path of single-token labels, where the prompt alone gives every
-    label's log-probability. Sequences are batched longest first.
-    """
+def _sequences(prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
+               share_prefix: bool) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """The sequences to run (prompt + candidate minus its last token) and, per sequence,
+    the (prompt, candidate) pairs it scores; equal sequences are run once if shared."""
     seqs: list[list[int]] = []
-    users: list[list[tuple[int, int]]] = []  # per sequence: (prompt, candidate) it scores
+    users: list[list[tuple[int, int]]] = []
     index: dict[tuple, int] = {}
     for i, (prompt, conts) in enumerate(zip(prompts, continuations, strict=True)):
         if not prompt:
@@ -176,35 +251,65 @@ def continuation_logprobs(model, prompts: Sequence[list[int]],
                 seqs.append(seq)
                 users.append([])
             users[index[key]].append((i, j))
+    return seqs, users
 
-    out = [[math.nan] * len(conts) for conts in continuations]
+
+def token_logprobs(model, prompts: Sequence[list[int]],
+                   continuations: Sequence[Sequence[list[int]]], batch_size: int,
+                   pad_id: int, share_prefix: bool = True) -> list[list[list[float]]]:
+    """Log-probability of every token of each continuation (token ids) given its prompt.
+
+    ``continuations[i]`` are the candidates of ``prompts[i]``. Each candidate is scored on
+    the sequence prompt + continuation minus its last token (whose logits are never
+    needed). With ``share_prefix``, candidates whose sequences coincide share one forward:
+    that is the fast path of single-token labels, where the prompt alone gives every
+    label's log-probability. Sequences are batched longest first; each batch makes one
+    gather and one device-to-host copy.
+    """
+    seqs, users = _sequences(prompts, continuations, share_prefix)
+    out: list[list[list[float]]] = [[[] for _ in conts] for conts in continuations]
     order = sorted(range(len(seqs)), key=lambda s: -len(seqs[s]))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         keep = max(len(continuations[i][j]) for s in batch for i, j in users[s])
         logp = _last_log_softmax(model, [seqs[s] for s in batch], keep, pad_id)
-        where, sums = [], []
+        rows, cols, toks, where = [], [], [], []
         for row, s in enumerate(batch):
             for i, j in users[s]:
                 cont = continuations[i][j]
-                ids = torch.tensor(cont, device=logp.device)[:, None]
-                where.append((i, j))
-                sums.append(logp[row, keep - len(cont):].gather(-1, ids).sum())
-        # One device-to-host copy per batch, not one per candidate.
-        for (i, j), value in zip(where, torch.stack(sums).tolist(), strict=True):
-            out[i][j] = value
+                rows += [row] * len(cont)
+                cols += range(keep - len(cont), keep)
+                toks += cont
+                where.append((i, j, len(cont)))
+        index = torch.tensor([rows, cols, toks], device=logp.device)
+        flat = logp[index[0], index[1], index[2]].tolist()
+        at = 0
+        for i, j, n in where:
+            out[i][j] = flat[at:at + n]
+            at += n
     return out
 
 
+def continuation_logprobs(model, prompts: Sequence[list[int]],
+                          continuations: Sequence[Sequence[list[int]]], batch_size: int,
+                          pad_id: int, share_prefix: bool = True) -> list[list[float]]:
+    """Summed log-likelihood of each continuation given its prompt (`token_logprobs`)."""
+    per_token = token_logprobs(model, prompts, continuations, batch_size, pad_id, share_prefix)
+    return [[math.fsum(c) for c in cands] for cands in per_token]
+
+
 def generate_texts(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,
-                   stops: Sequence[str], batch_size: int, pad_id: int) -> list[str]:
+                   stops: Sequence[str], batch_size: int, pad_id: int,
+                   cache_implementation: str | None = None) -> list[str]:
     """Greedy continuations of prompts (token ids), batched longest first with left
-    padding, stopped at EOS or at a stop string and cut there (whitespace stripped)."""
+    padding, stopped at EOS or at a stop string and cut there (whitespace stripped).
+    ``cache_implementation`` is passed to ``generate`` (e.g. ``static``)."""
     eos_ids = _eos_ids(model, tokenizer)
     stops = [s for s in stops if s]  # an empty stop string would end generation at once
     config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens,
                               eos_token_id=eos_ids, pad_token_id=pad_id,
-                              stop_strings=list(stops) or None)
+                              stop_strings=list(stops) or None,
+                              cache_implementation=cache_implementation)
     texts = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     for start in range(0, len(order), batch_size):
@@ -229,6 +334,60 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(flat)
 
 
+# --------------------------------------------------------------------------- labels
+
+
+_NON_SEMANTIC = string.whitespace + string.punctuation
+
+
+def lenient_label_tokens(tokenizer, labels: Sequence[str]) -> list[list[int]]:
+    """Per label, the vocabulary tokens that spell it or a prefix of it up to case and
+    surrounding whitespace and punctuation (paper, Appendix B.1): for ``yes``, ``"yes"``,
+    ``" Yes"``, ``"YES:"``, ``" y"``... Tokens that fit two labels, and special tokens,
+    are left out."""
+    lowered = [label.lower() for label in labels]
+    special = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode([[t] for t in range(len(tokenizer))])
+    found: list[list[int]] = [[] for _ in labels]
+    for tid, text in enumerate(texts):
+        norm = text.strip(_NON_SEMANTIC).lower()
+        hits = [k for k, label in enumerate(lowered) if norm and label.startswith(norm)]
+        if len(hits) == 1 and tid not in special:
+            found[hits[0]].append(tid)
+    return found
+
+
+def trie_greedy(cands: Sequence[Sequence[list[int]]],
+                logprobs: Sequence[Sequence[list[float]]]) -> int:
+    """The label that greedy decoding restricted to the candidates' token sequences
+    produces: ``cands[k]`` are label k's token-id variants, ``logprobs[k]`` their
+    per-token log-probabilities (`token_logprobs`). At each depth the best next token
+    among the candidates still alive is taken (candidates that share a prefix share the
+    next-token distribution); decoding ends when a candidate is complete."""
+    alive = [(k, ids, lps) for k, (variants, values) in enumerate(zip(cands, logprobs,
+                                                                      strict=True))
+             for ids, lps in zip(variants, values, strict=True)]
+    depth = 0
+    while True:
+        done = [k for k, ids, _ in alive if len(ids) == depth]
+        if done:
+            return done[0]
+        token = max(alive, key=lambda c: c[2][depth])[1][depth]
+        alive = [c for c in alive if c[1][depth] == token]
+        depth += 1
+
+
+def first_label(text: str, labels: Sequence[str]) -> int | None:
+    """Index of the label word that occurs first in ``text`` (whole word, any case; the
+    longer label on a tie), or None."""
+    found = []
+    for k, label in enumerate(labels):
+        match = re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text, re.IGNORECASE)
+        if match:
+            found.append((match.start(), -len(label), k))
+    return min(found)[2] if found else None
+
+
 # --------------------------------------------------------------------------- prompts
 
 
@@ -243,6 +402,14 @@ class _Lm:
     cfg: EvalConfig
     max_length: int
     pad_id: int
+    model_key: str | None = None
+    scoring_model: object = None
+    """The model for scoring forwards: ``model`` or its ``torch.compile``."""
+    _lenient: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.scoring_model is None:
+            self.scoring_model = torch.compile(self.model) if self.cfg.compile else self.model
 
     def prompt_ids(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]
@@ -252,6 +419,22 @@ class _Lm:
 
     def count_tokens(self, text: str) -> int:
         return len(self.prompt_ids(text))
+
+    def label_variants(self, spaced: str) -> list[list[int]]:
+        """Token ids of an answer as ``prompts.target`` spells it (leading space) and
+        without the leading space; once where both tokenise alike."""
+        variants: list[list[int]] = []
+        for text in dict.fromkeys([spaced, spaced.removeprefix(" ")]):
+            ids = self.continuation_ids(text)
+            if ids and ids not in variants:
+                variants.append(ids)
+        return variants
+
+    def lenient(self, labels: Sequence[str]) -> list[list[int]]:
+        key = tuple(labels)
+        if key not in self._lenient:
+            self._lenient[key] = lenient_label_tokens(self.tokenizer, labels)
+        return self._lenient[key]
 
     def build(self, task: TaskType, record: dict, fmt: str, demos: list[dict],
               budget: int) -> tuple[Prompt, list[int]]:
@@ -265,6 +448,22 @@ class _Lm:
             ids = ids[len(ids) - budget:]
             prompt = Prompt(prompt.text, prompt.demo_ids, True)
         return prompt, ids
+
+
+@dataclass
+class _Item:
+    """One example to score: its output row's prompt columns and what the model needs."""
+
+    row: dict
+    ids: list[int]
+    """The prompt's token ids."""
+    labels: list[str]
+    """Label words or choices; empty for generation."""
+    cands: list[list[list[int]]]
+    """Per label, the token ids of its spelling variants (`_Lm.label_variants`)."""
+    gold_index: int | None
+    answer_hash: str
+    """Hash of the gold answer and the labels: with ``prompt_hash``, a cache row's check."""
 
 
 def _base_row(es: EvalSet, fmt: str, shots: int, record: dict, prompt: Prompt,
@@ -281,55 +480,270 @@ def _choice_texts(task: TaskType, record: dict) -> list[str]:
     return list(task.labels) if task.kind == "classification" else list(record["choices"])
 
 
-def _choice_rows(lm: _Lm, es: EvalSet, task: TaskType, fmt: str, shots: int,
-                 records: list[dict], demos: list[list[dict]]) -> list[dict]:
-    """Classification and multiple choice: argmax of the candidates' log-likelihoods."""
-    conts, prompts, ids = [], [], []
+def _method(task: TaskType, cfg: EvalConfig) -> str:
+    if task.kind == "generation":
+        return "greedy"
+    return cfg.method if task.kind == "classification" else "loglik"
+
+
+def _answer_room(cfg: EvalConfig, method: str, cands: list[list[list[int]]]) -> int:
+    """Tokens kept free after the prompt for the answer."""
+    if method == "greedy":
+        return cfg.max_new_tokens
+    if method == "free":
+        return cfg.label_max_new_tokens
+    return max(len(ids) for variants in cands for ids in variants)
+
+
+def _build_items(lm: _Lm, es: EvalSet, task: TaskType, fmt: str, shots: int, method: str,
+                 records: list[dict], demos: list[list[dict]]) -> list[_Item]:
+    items = []
     for record, record_demos in zip(records, demos, strict=True):
-        n = len(_choice_texts(task, record))
+        labels = [] if task.kind == "generation" else _choice_texts(task, record)
         # prompts.target gives the answer's text convention (leading space) for any label.
-        cands = [lm.continuation_ids(target(task, {**record, "label": k})) for k in range(n)]
-        budget = lm.max_length - max(map(len, cands))
-        prompt, prompt_ids = lm.build(task, record, fmt, record_demos, budget)
-        conts.append(cands)
-        prompts.append(prompt)
-        ids.append(prompt_ids)
-    logprobs = continuation_logprobs(lm.model, ids, conts, lm.cfg.batch_size, lm.pad_id)
-
-    rows = []
-    for record, prompt, prompt_ids, lps in zip(records, prompts, ids, logprobs, strict=True):
-        texts = _choice_texts(task, record)
-        best = max(range(len(lps)), key=lps.__getitem__)
-        row = _base_row(es, fmt, shots, record, prompt, prompt_ids, gold_text(task, record))
-        norm = math.nan
-        if task.kind == "multiple_choice":
-            # lm-evaluation-harness's acc_norm: log-likelihood per character of the choice.
-            best_norm = max(range(len(lps)), key=lambda k: lps[k] / max(len(texts[k]), 1))
-            norm = float(best_norm == int(record["label"]))
-        row.update(prediction=texts[best], label_logprobs=lps,
-                   score=float(best == int(record["label"])), score_norm=norm,
-                   metric="accuracy")
-        rows.append(row)
-    return rows
-
-
-def _generation_rows(lm: _Lm, es: EvalSet, task: TaskType, fmt: str, shots: int,
-                     records: list[dict], demos: list[list[dict]],
-                     scorer: rouge_scorer.RougeScorer) -> list[dict]:
-    """Generation: greedy continuation, ROUGE-L F1 against the gold text."""
-    budget = lm.max_length - lm.cfg.max_new_tokens
-    built = [lm.build(task, r, fmt, d, budget) for r, d in zip(records, demos, strict=True)]
-    stops = list(dict.fromkeys([*lm.cfg.stop, lm.cfg.separator]))
-    texts = generate_texts(lm.model, lm.tokenizer, [ids for _, ids in built],
-                           lm.cfg.max_new_tokens, stops, lm.cfg.batch_size, lm.pad_id)
-    rows = []
-    for record, (prompt, ids), text in zip(records, built, texts, strict=True):
+        cands = [lm.label_variants(target(task, {**record, "label": k}))
+                 for k in range(len(labels))]
+        budget = lm.max_length - _answer_room(lm.cfg, method, cands)
+        prompt, ids = lm.build(task, record, fmt, record_demos, budget)
         gold = gold_text(task, record)
-        row = _base_row(es, fmt, shots, record, prompt, ids, gold)
-        row.update(prediction=text, label_logprobs=[], score=rouge_l(gold, text, scorer),
-                   score_norm=math.nan, metric="rouge_l")
-        rows.append(row)
-    return rows
+        gold_index = None if task.kind == "generation" else int(record["label"])
+        items.append(_Item(_base_row(es, fmt, shots, record, prompt, ids, gold), ids, labels,
+                           cands, gold_index, _hash([gold, labels])))
+    return items
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def _regroup(flat: Sequence, groups: Sequence[Sequence]) -> list[list]:
+    """``flat`` split into consecutive pieces as long as each of ``groups``."""
+    out, at = [], 0
+    for group in groups:
+        out.append(list(flat[at:at + len(group)]))
+        at += len(group)
+    return out
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def _label_token_logprobs(lm: _Lm, items: list[_Item]) -> list[list[list[list[float]]]]:
+    """Per item, label and spelling variant: the per-token log-probabilities."""
+    conts = [[ids for variants in it.cands for ids in variants] for it in items]
+    per_token = token_logprobs(lm.scoring_model, [it.ids for it in items], conts,
+                               lm.cfg.batch_size, lm.pad_id)
+    return [_regroup(values, it.cands) for values, it in zip(per_token, items, strict=True)]
+
+
+def _tokenprob_logprobs(lm: _Lm, items: list[_Item]) -> list[list[float]]:
+    """Per item and label, the best log-probability of the label's acceptable first
+    tokens: its variants' first sub-tokens (plus Appendix B.1's set if lenient)."""
+    tokens = []
+    for it in items:
+        sets = [{ids[0] for ids in variants} for variants in it.cands]
+        if lm.cfg.lenient_labels:
+            sets = [s | set(extra) for s, extra in zip(sets, lm.lenient(it.labels), strict=True)]
+        tokens.append([sorted(s) for s in sets])
+    conts = [[[t] for toks in per_label for t in toks] for per_label in tokens]
+    values = continuation_logprobs(lm.scoring_model, [it.ids for it in items], conts,
+                                   lm.cfg.batch_size, lm.pad_id)
+    return [[max(v) for v in _regroup(vals, per_label)]
+            for vals, per_label in zip(values, tokens, strict=True)]
+
+
+def _choice_result(task: TaskType, item: _Item, lps: list[float], best: int,
+                   method: str) -> dict:
+    norm = math.nan
+    if task.kind == "multiple_choice":
+        # lm-evaluation-harness's acc_norm: log-likelihood per character of the choice.
+        best_norm = max(range(len(lps)), key=lambda k: lps[k] / max(len(item.labels[k]), 1))
+        norm = float(best_norm == item.gold_index)
+    return {"prediction": item.labels[best], "label_logprobs": lps,
+            "score": float(best == item.gold_index), "score_norm": norm,
+            "metric": "accuracy", "method": method}
+
+
+def _choice_results(lm: _Lm, task: TaskType, method: str, items: list[_Item]) -> list[dict]:
+    """Classification and multiple choice by ``loglik``, ``constrained`` or ``tokenprob``."""
+    if method == "tokenprob":
+        lps = _tokenprob_logprobs(lm, items)
+        best = [_argmax(values) for values in lps]
+    else:
+        per_token = _label_token_logprobs(lm, items)
+        lps = [[logsumexp([math.fsum(t) for t in variants]) for variants in labels]
+               for labels in per_token]
+        if method == "constrained":
+            best = [trie_greedy(it.cands, values)
+                    for it, values in zip(items, per_token, strict=True)]
+        else:
+            best = [_argmax(values) for values in lps]
+    return [_choice_result(task, it, values, k, method)
+            for it, values, k in zip(items, lps, best, strict=True)]
+
+
+def _stops(cfg: EvalConfig) -> list[str]:
+    return list(dict.fromkeys([*cfg.stop, cfg.separator]))
+
+
+def _generate(lm: _Lm, items: list[_Item], max_new_tokens: int) -> list[str]:
+    return generate_texts(lm.model, lm.tokenizer, [it.ids for it in items], max_new_tokens,
+                          _stops(lm.cfg), lm.cfg.batch_size, lm.pad_id,
+                          cache_implementation=lm.cfg.generation_cache)
+
+
+def _free_results(lm: _Lm, items: list[_Item]) -> list[dict]:
+    """Free generation: the first label word in the output, else wrong."""
+    results = []
+    for it, text in zip(items, _generate(lm, items, lm.cfg.label_max_new_tokens), strict=True):
+        k = first_label(text, it.labels)
+        results.append({"prediction": "" if k is None else it.labels[k], "label_logprobs": [],
+                        "score": float(k == it.gold_index), "score_norm": math.nan,
+                        "metric": "accuracy", "method": "free"})
+    return results
+
+
+def _generation_results(lm: _Lm, items: list[_Item]) -> list[dict]:
+    """Generation: greedy continuation, ROUGE-L F1 against the gold text."""
+    scorer = _rouge_scorer()
+    return [{"prediction": text, "label_logprobs": [],
+             "score": rouge_l(it.row["gold"], text, scorer), "score_norm": math.nan,
+             "metric": "rouge_l", "method": "greedy"}
+            for it, text in zip(items, _generate(lm, items, lm.cfg.max_new_tokens), strict=True)]
+
+
+def _predict(lm: _Lm, task: TaskType, method: str, items: list[_Item]) -> list[dict]:
+    """The result columns (`RESULT_COLUMNS`) of every item: the model calls."""
+    if not items:
+        return []
+    if method == "greedy":
+        return _generation_results(lm, items)
+    if method == "free":
+        return _free_results(lm, items)
+    return _choice_results(lm, task, method, items)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+_CHECKPOINT_FILES = ("*.safetensors", "pytorch_model*.bin", "config.json",
+                     "generation_config.json", "tokenizer*", "special_tokens_map.json",
+                     "vocab.json", "merges.txt")
+
+
+def model_fingerprint(source: str | Path, revision: str | None = None) -> str | None:
+    """The prediction cache's name of a checkpoint: ``hub:repo@sha`` for a hub revision
+    pinned to a commit; for a local directory a content hash of its weights, config and
+    tokenizer files; None otherwise (`evaluate_model` then hashes the loaded weights)."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return f"hub:{source}@{revision}"
+    path = Path(source)
+    files = sorted({f for p in _CHECKPOINT_FILES for f in path.glob(p) if f.is_file()}
+                   if path.is_dir() else ())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return f"files:{digest.hexdigest()}"
+
+
+def weights_fingerprint(model, tokenizer) -> str:
+    """Content hash of a loaded model (config, every tensor) and its tokenizer."""
+    digest = hashlib.sha256(model.config.to_json_string().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend else json.dumps(sorted(tokenizer.get_vocab().items()))
+    digest.update(f"{vocab}{tokenizer('a b')['input_ids']}".encode())
+    return f"weights:{digest.hexdigest()}"
+
+
+CACHE_SCHEMA = PREDICTION_SCHEMA.append(pa.field("answer_hash", pa.string()))
+
+
+class PredictionCache:
+    """Predictions as parquet shards under ``root``, one per block: (model, eval set,
+    format, shots, method, decoding parameters, dtype, context length,
+    `SCORING_VERSION`), named by the hash of that key (kept in the file's metadata).
+
+    A cached row is served only if its ``prompt_hash`` and ``answer_hash`` (gold answer
+    and labels) equal the new ones, so an edited test file, pool, seed or template is
+    recomputed row by row. Writes are atomic and keep the union of old and new rows.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.parquet"
+
+    def read(self, key: str) -> dict[str, dict]:
+        path = self.path(key)
+        return {r["id"]: r for r in pq.read_table(path).to_pylist()} if path.exists() else {}
+
+    def write(self, key: str, fields: dict, rows: list[dict]) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist(rows, schema=CACHE_SCHEMA)
+        table = table.replace_schema_metadata({"key": json.dumps(fields, sort_keys=True)})
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+
+
+def _decoding(cfg: EvalConfig, method: str) -> dict:
+    if method == "greedy":
+        return {"max_new_tokens": cfg.max_new_tokens, "stop": _stops(cfg),
+                "cache": cfg.generation_cache}
+    if method == "free":
+        return {"max_new_tokens": cfg.label_max_new_tokens, "stop": _stops(cfg),
+                "cache": cfg.generation_cache}
+    if method == "tokenprob":
+        return {"lenient_labels": cfg.lenient_labels}
+    return {}
+
+
+def _block_key(lm: _Lm, es: EvalSet, fmt: str, shots: int, method: str) -> dict:
+    return {"version": SCORING_VERSION, "model": lm.model_key, "eval_set": es.name,
+            "task": es.task, "format": fmt, "shots": shots, "method": method,
+            "decoding": _decoding(lm.cfg, method), "dtype": lm.cfg.dtype,
+            "max_length": lm.max_length}
+
+
+def _block_rows(lm: _Lm, cache: PredictionCache | None, es: EvalSet, task: TaskType,
+                fmt: str, shots: int, records: list[dict],
+                demos: list[list[dict]]) -> tuple[list[dict], int]:
+    """The rows of one (eval set, format, shots) block and how many came from the cache."""
+    method = _method(task, lm.cfg)
+    items = _build_items(lm, es, task, fmt, shots, method, records, demos)
+    fields = _block_key(lm, es, fmt, shots, method)
+    key = _hash(fields)
+    cached = cache.read(key) if cache else {}
+
+    def hit(it: _Item) -> bool:
+        row = cached.get(it.row["id"])
+        return (row is not None and row["prompt_hash"] == it.row["prompt_hash"]
+                and row["answer_hash"] == it.answer_hash)
+
+    todo = [n for n, it in enumerate(items) if not hit(it)]
+    fresh = dict(zip(todo, _predict(lm, task, method, [items[n] for n in todo]), strict=True))
+    rows = [{**it.row, **(fresh[n] if n in fresh else
+                          {c: cached[it.row["id"]][c] for c in RESULT_COLUMNS})}
+            for n, it in enumerate(items)]
+    if cache is not None and todo:
+        new = {r["id"]: {**r, "answer_hash": it.answer_hash}
+               for r, it in zip(rows, items, strict=True)}
+        cache.write(key, fields, list({**cached, **new}.values()))
+    return rows, len(items) - len(todo)
 
 
 # --------------------------------------------------------------------------- the job
@@ -371,6 +785,8 @@ def _check(sets: list[EvalSet], cfg: EvalConfig) -> None:
     """Fail before any model call on a config that would fail half-way through."""
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype {cfg.dtype!r} is not one of {sorted(DTYPES)}")
+    if cfg.method not in METHODS:
+        raise ValueError(f"method {cfg.method!r} is not one of {list(METHODS)}")
     if any(k < 0 for k in cfg.shots):
         raise ValueError(f"shot counts must be >= 0, got {cfg.shots}")
     names = [es.name for es in sets]
@@ -386,21 +802,26 @@ def _check(sets: list[EvalSet], cfg: EvalConfig) -> None:
 
 
 def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
-                   progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                   progress: Callable[[str], None] | None = None,
+                   model_key: str | None = None) -> pd.DataFrame:
     """Score ``model`` on every eval set x format x shot count: one row per example.
 
     The model is cast to ``cfg.dtype``, moved to ``cfg.device`` and put in eval mode (in
     place). ``progress`` receives one line per (eval set, format, shots) block. Rows come
-    in eval-set, format, shots, then file order; columns are ``COLUMNS``.
+    in eval-set, format, shots, then file order; columns are ``COLUMNS``. ``model_key``
+    names the checkpoint in the prediction cache (`model_fingerprint`); without it, and
+    with a cache, the loaded weights are hashed (`weights_fingerprint`).
     """
     _check(sets, cfg)
-    model = model.to(device=torch.device(cfg.device), dtype=DTYPES[cfg.dtype]).eval()
+    cache = PredictionCache(cfg.cache_dir) if cfg.cache_dir else None
+    if cache is not None and model_key is None:
+        model_key = weights_fingerprint(model, tokenizer)
+    model = model.to(device=resolve_device(cfg.device), dtype=DTYPES[cfg.dtype]).eval()
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = _eos_ids(model, tokenizer)[0]
     max_length = cfg.max_length or model.config.max_position_embeddings
-    lm = _Lm(model, tokenizer, cfg, max_length, pad_id)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    lm = _Lm(model, tokenizer, cfg, max_length, pad_id, model_key)
 
     rows: list[dict] = []
     with torch.inference_mode():
@@ -411,13 +832,12 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
                 for shots in cfg.shots:
                     started = time.perf_counter()
                     demos = [_sample(pool, shots, cfg.seed, es, r) for r in records]
-                    if task.kind == "generation":
-                        block = _generation_rows(lm, es, task, fmt, shots, records, demos, scorer)
-                    else:
-                        block = _choice_rows(lm, es, task, fmt, shots, records, demos)
+                    block, n_cached = _block_rows(lm, cache, es, task, fmt, shots, records,
+                                                  demos)
                     rows.extend(block)
                     if progress:
-                        progress(f"{es.name} {fmt} {shots}-shot: {len(block)} examples, "
+                        progress(f"{es.name} {fmt} {shots}-shot: {len(block)} examples "
+                                 f"({n_cached} from the cache), "
                                  f"{sum(r['truncated'] for r in block)} truncated, "
                                  f"{time.perf_counter() - started:.1f} s")
     return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -3,16 +3,32 @@
 One readable loop (nanoGPT style) instead of transformers' Trainer: the jobs are tiny on
 CPU, the Trainer import alone costs seconds per job, and the loss mask, schedule and
 throughput accounting stay visible in one place.
+
+Resumable: with a ``resume_dir`` the loop writes its whole state (weights, AdamW moments,
+schedule, RNG states, the epoch's example order and position, the losses so far) every
+``save_every`` optimizer steps and when SIGTERM arrives (Slurm's warning before a time-out
+or pre-emption), and a re-run picks up from it and ends with the same weights, bit for bit
+on CPU with the same threads, as a run that was never stopped. The state records its
+position in optimizer steps, and an optimizer step always covers the same examples
+whatever the micro-batch, so a state written by attempt 1 stays valid for an OOM retry
+that halves the micro-batch (the weights then agree within float tolerance, not bit for
+bit: the summation order changes). A state written for other settings or other data is
+discarded with a log line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .progress import Progress
@@ -20,6 +36,16 @@ from .prompts import chat_segments, render, target
 from .tasks import TaskType
 
 IGNORE = -100
+STATE_FILE = "state.pt"
+
+# Settings that change how a step is computed but not what it computes: a resume state
+# written under other values of these is still valid.
+RUNTIME_ONLY = ("batch_size", "grad_accum", "save_every", "device", "attn_implementation",
+                "compile", "packing")
+
+# Dense bf16 tensor-core peak per GPU, for MFU (first match of the device name wins).
+PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
+              ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
 
 
 @dataclass
@@ -46,6 +72,36 @@ class FinetuneConfig:
     """Sets the example order."""
     format: str = "default"
     """Prompt format of the training examples."""
+    save_every: int = 200
+    """Optimizer steps between resumable states (0: only on SIGTERM)."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda", "cuda:1"..."""
+    attn_implementation: str = "sdpa"
+    """transformers attention kernel: "sdpa", "eager", "flash_attention_2"..."""
+    compile: bool = False
+    """torch.compile the transformer body (GPU: faster steps after a compile of ~1 min)."""
+    packing: bool = False
+    """Concatenate each micro-batch into one row, no padding; attention stays per example."""
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    def for_attempt(self, attempt: int) -> FinetuneConfig:
+        """The settings of Snakemake attempt ``attempt``: each retry (after an OOM, say)
+        halves the micro-batch and doubles accumulation, so the effective batch, and with
+        it the optimizer steps, stay the same. Stops halving at an odd micro-batch."""
+        cfg = self
+        for _ in range(max(0, attempt - 1)):
+            if cfg.batch_size % 2:
+                break
+            cfg = replace(cfg, batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2)
+        return cfg
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM arrived; the state was saved at the step boundary and the job must exit
+    non-zero, so that the scheduler re-runs it (and the re-run resumes)."""
 
 
 def encode_example(task: TaskType, record: dict, tokenizer, fmt: str, max_length: int):
@@ -83,7 +139,25 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int):
     return ids, labels, mask
 
 
-def completion_loss(model, ids, labels, mask):
+
+def pack(batch: list[tuple[list[int], list[int]]]):
+    """One row holding every example of ``batch`` back to back, no padding.
+
+    transformers' DataCollatorWithFlattening concatenates, restarts the position ids at
+    every example and masks the label of each example's first token (so no loss reaches
+    across a boundary; unpadded, that token is never a target either). The model sees
+    position ids with no attention mask and builds a block-diagonal causal mask from them
+    (masking_utils.find_packed_sequence_indices: SDPA and eager), or uses variable-length
+    kernels (flash attention), so no example attends to another.
+    """
+    from transformers import DataCollatorWithFlattening
+
+    flat = DataCollatorWithFlattening(return_tensors="pt", separator_id=IGNORE)
+    row = flat([{"input_ids": x, "labels": y} for x, y in batch])
+    return row["input_ids"], row["labels"], row["position_ids"]
+
+
+def completion_loss(model, ids, labels, mask=None, position_ids=None, body=None):
     """Summed next-token cross-entropy over the positions that carry a label.
 
     The output layer runs only on those positions: with completion-only loss most
@@ -91,74 +165,307 @@ def completion_loss(model, ids, labels, mask):
     single matrix product of the model, so skipping it for the prompt saves compute and
     the memory of the full logits. Valid for models whose logits are the plain output
     projection of the last hidden state (OLMo, Llama, Pythia; not logit-softcapping ones).
+    ``body`` is the transformer without its head (a compiled one, say); packed rows come
+    with ``position_ids`` and no ``mask``.
     """
     import torch
 
-    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    body = body if body is not None else model.base_model
+    # No KV cache in training: it costs memory, and with one transformers would not
+    # detect packed rows from the position ids.
+    hidden = body(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                  use_cache=False).last_hidden_state
+    # Which positions carry a label is read from ``labels`` where they live: kept on the
+    # CPU (the training loop does so), the GPU is not stalled mid-step by a mask lookup.
     targets = labels[:, 1:]
-    keep = targets != IGNORE
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    index = (targets != IGNORE).flatten().nonzero().squeeze(1)
+    picked = hidden[:, :-1].flatten(0, 1).index_select(0, index.to(hidden.device))
+    logits = model.get_output_embeddings()(picked)
+    wanted = targets.flatten()[index].to(hidden.device)
+    return torch.nn.functional.cross_entropy(logits.float(), wanted, reduction="sum")
+
+
+@dataclass
+class TrainState:
+    """Where the loop is: everything beyond the model, optimizer and RNGs that a resumed
+    run needs to continue exactly."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    epoch: int = 0
+    order: list[int] | None = None
+    """This epoch's example order (None: not drawn yet)."""
+    pos: int = 0
+    """Optimizer steps done within this epoch."""
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0
+    """Non-pad tokens trained on so far."""
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def fingerprint(cfg: FinetuneConfig, examples, model) -> str:
+    """What a resume state must have been written for: the settings that change the result
+    (the effective batch, not its split), the encoded examples, and the starting weights
+    (a cheap sample of them, taken before the first step)."""
+    h = hashlib.sha256()
+    settings = {k: v for k, v in asdict(cfg).items() if k not in RUNTIME_ONLY}
+    h.update(json.dumps({**settings, "effective_batch": cfg.effective_batch},
+                        sort_keys=True).encode())
+    h.update(json.dumps(examples).encode())
+    params = list(model.parameters())
+    for p in (params[0], params[-1]):
+        h.update(p.detach().flatten()[:65536].float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_state(path: Path, state: TrainState, model, opt, sched, rng, fp: str) -> None:
+    """Write the resumable state atomically: a killed write leaves the previous state."""
+    import torch
+
+    path.mkdir(parents=True, exist_ok=True)
+    blob = {"fingerprint": fp, "train": asdict(state), "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    tmp = path / (STATE_FILE + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(blob, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path / STATE_FILE)
+
+
+def load_state(path: Path, model, opt, sched, rng, fp: str, device: str, log) -> TrainState:
+    """Restore the state in ``path`` if there is one written for this fine-tune; otherwise
+    start afresh (discarding a state written for something else)."""
+    import torch
+
+    file = path / STATE_FILE
+    if not file.exists():
+        return TrainState()
+    try:
+        blob = torch.load(file, map_location=device, weights_only=False)
+    except Exception as e:  # an unreadable state must not block the job
+        log(f"discarding unreadable resume state {file}: {e}")
+        shutil.rmtree(path, ignore_errors=True)
+        return TrainState()
+    if blob["fingerprint"] != fp:
+        log(f"discarding resume state {file}: written for other settings, data or "
+            "starting weights")
+        shutil.rmtree(path, ignore_errors=True)
+        return TrainState()
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    rng.setstate(blob["python_rng"])
+    torch.set_rng_state(blob["torch_rng"].cpu())
+    if blob["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in blob["cuda_rng"]])
+    state = TrainState(**blob["train"])
+    log(f"resumed from {file} at step {state.step}")
+    return state
+
+
+@contextmanager
+def sigterm_flag():
+    """An Event set by SIGTERM while the loop runs. The handler only sets the flag: the
+    loop saves at the next step boundary, where the state is consistent."""
+    stop = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    except ValueError:  # not the main thread (a test runner's worker): no handler
+        previous = None
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def make_optimizer(model, cfg: FinetuneConfig, device: str):
+    import torch
+
+    # Fused AdamW (one kernel for all parameters) on CUDA; the default (foreach) on CPU.
+    fused = {"fused": True} if device.startswith("cuda") else {}
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             **fused)
+
+
+def train_step(model, body, examples, group, cfg, pad_id, device, autocast):
+    """Forward and backward over one optimizer step's examples, in micro-batches of
+    ``cfg.batch_size``; returns (summed loss tensor, non-pad tokens)."""
+    import torch
+
+    # Normalise by the completion tokens of the whole optimizer step, so that
+    # accumulation gives the same gradient as one big batch.
+    n_target = sum(sum(y != IGNORE for y in examples[i][1]) for i in group)
+    step_loss, tokens = torch.zeros((), device=device), 0
+    for k in range(0, len(group), cfg.batch_size):
+        batch = [examples[i] for i in group[k:k + cfg.batch_size]]
+        # The labels stay on the CPU: completion_loss picks the labelled positions there.
+        if cfg.packing:
+            ids, labels, pos = pack(batch)
+            ids, pos, mask, tokens = ids.to(device), pos.to(device), None, tokens + ids.numel()
+        else:
+            ids, labels, mask = collate(batch, pad_id)
+            ids, mask, pos, tokens = ids.to(device), mask.to(device), None, tokens + int(mask.sum())
+        with autocast:
+            loss = completion_loss(model, ids, labels, mask, pos, body) / n_target
+        loss.backward()
+        step_loss += loss.detach()
+    return step_loss, tokens
 
 
 def finetune(model, tokenizer, task: TaskType, records: list[dict], cfg: FinetuneConfig,
-             out_dir: Path, log=print) -> dict:
-    """Fine-tune ``model`` in place on ``records``; save it to ``out_dir``; return stats."""
+             out_dir: Path, log=print, resume_dir: Path | None = None) -> dict:
+    """Fine-tune ``model`` in place on ``records``; save it to ``out_dir``; return stats.
+
+    With ``resume_dir`` (outside the job's outputs: a scheduler deletes those when a job
+    fails) the state is saved there every ``cfg.save_every`` steps and on SIGTERM, resumed
+    from when present, and removed once the model is saved. SIGTERM raises Interrupted.
+    """
+    examples = [encode_example(task, r, tokenizer, cfg.format, cfg.max_length) for r in records]
+    return train(model, tokenizer, examples, cfg, out_dir, log, resume_dir)
+
+
+def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: FinetuneConfig,
+          out_dir: Path, log=print, resume_dir: Path | None = None) -> dict:
+    """The loop of `finetune`, on encoded (input_ids, labels) examples."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     log = log or (lambda _: None)
-    examples = [encode_example(task, r, tokenizer, cfg.format, cfg.max_length) for r in records]
     if not examples:
         raise ValueError("no training examples")
-    per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
+    device = resolve_device(cfg.device)
+    model.to(device)
+    if model.config._attn_implementation != cfg.attn_implementation:
+        model.set_attn_implementation(cfg.attn_implementation)
+    eff = cfg.effective_batch
+    per_epoch = math.ceil(len(examples) / eff)
     total = math.ceil(per_epoch * cfg.epochs)
+    fp = fingerprint(cfg, examples, model)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg, device)
     sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup * total), total)
+    state = TrainState()
+    if resume_dir is not None:
+        state = load_state(Path(resume_dir), model, opt, sched, rng, fp, device, log)
+    # On CUDA the matrix products run in bf16 while the weights, their gradients and the
+    # AdamW moments stay fp32 ("master weights"): the paper's updates are ~lr = 2e-6 of a
+    # weight, below bf16's resolution (8 mantissa bits, ~4e-3 relative), so updates
+    # applied to bf16 weights would mostly round away to nothing.
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
+                else nullcontext())
+    # Compile the transformer body only: the loss gathers the labelled positions, a
+    # data-dependent shape. Lengths vary per batch: the first recompile makes them dynamic.
+    body = torch.compile(model.base_model) if cfg.compile else model.base_model
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
     progress = Progress(total, "finetune", log)
     model.train()
-    step, tokens, losses, t0 = 0, 0, [], time.perf_counter()
-    while step < total:
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        micro = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        for k in range(0, len(micro), cfg.grad_accum):
-            group = micro[k:k + cfg.grad_accum]
-            # Normalise by the completion tokens of the whole optimizer step, so that
-            # accumulation gives the same gradient as one big batch.
-            n_target = sum(sum(y != IGNORE for y in examples[i][1]) for mb in group for i in mb)
-            step_loss = 0.0
-            for mb in group:
-                ids, labels, mask = collate([examples[i] for i in mb], tokenizer.pad_token_id)
-                loss = completion_loss(model, ids, labels, mask) / n_target
-                loss.backward()
-                step_loss += loss.item()
-                tokens += int(mask.sum())
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(f"fine-tuning loss is {step_loss} at step {step + 1}; "
-                                         "no model was written")
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(step_loss)
-            step += 1
-            progress.update(step, loss=step_loss, lr=sched.get_last_lr()[0])
-            if step >= total:
-                break
+    first_step, first_tokens, t0 = state.step, state.tokens, time.perf_counter()
+    with sigterm_flag() as stop:
+        while state.step < total:
+            if state.order is None:
+                state.order = list(range(len(examples)))
+                rng.shuffle(state.order)
+                state.pos = 0
+            steps = [state.order[i:i + eff] for i in range(0, len(state.order), eff)]
+            while state.pos < len(steps) and state.step < total:
+                loss, tokens = train_step(model, body, examples, steps[state.pos], cfg,
+                                          tokenizer.pad_token_id, device, autocast)
+                loss = loss.item()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"fine-tuning loss is {loss} at step "
+                                             f"{state.step + 1}; no model was written")
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                state.losses.append(loss)
+                state.tokens += tokens
+                state.step += 1
+                state.pos += 1
+                progress.update(state.step, loss=loss, lr=sched.get_last_lr()[0])
+                if state.step < total and (stop.is_set() or (
+                        cfg.save_every and state.step % cfg.save_every == 0)):
+                    if resume_dir is not None:
+                        save_state(Path(resume_dir), state, model, opt, sched, rng, fp)
+                    if stop.is_set():
+                        where = (f"state saved to {resume_dir}; a re-run resumes from it"
+                                 if resume_dir is not None else "no resume dir: no state saved")
+                        raise Interrupted(f"SIGTERM: stopped after step {state.step} of "
+                                          f"{total}; {where}")
+            state.order = None
+            state.epoch += 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    stats = {"steps": total, "examples": len(examples), "tokens": tokens, "seconds": seconds,
-             "tokens_per_s": tokens / seconds, "first_loss": losses[0],
+    losses = state.losses
+    stats = {"steps": total, "examples": len(examples), "tokens": state.tokens,
+             "seconds": seconds, "resumed_at_step": first_step, "first_loss": losses[0],
              "final_loss": sum(losses[-20:]) / len(losses[-20:])}
-    log(f"fine-tuned {total} steps in {seconds:.1f}s ({stats['tokens_per_s']:.0f} tokens/s), "
-        f"loss {stats['first_loss']:.3f} -> {stats['final_loss']:.3f}")
-    save(model, tokenizer, out_dir, {"config": asdict(cfg), "stats": stats, "losses": losses})
+    run = throughput(model, state.tokens - first_tokens, seconds, device)
+    stats["tokens_per_s"] = run["tokens_per_s"]
+    log(f"fine-tuned {total} steps in {seconds:.1f}s, loss {stats['first_loss']:.3f} -> "
+        f"{stats['final_loss']:.3f}; throughput {json.dumps(run)}")
+    save(model, tokenizer, out_dir, {"config": asdict(cfg), "stats": stats, "losses": losses},
+         run)
+    if resume_dir is not None:
+        shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
     return stats
 
 
-def save(model, tokenizer, out_dir: Path, info: dict) -> None:
+def flop_params(model) -> int:
+    """Parameters that cost 6 FLOPs per token in training: all but the input embedding
+    table, which is a lookup (unless it is tied to the output head, which is a product).
+    Counted for every token, though the head runs on completion tokens only: MFU is a
+    model-FLOPs figure, the convention of the PaLM paper."""
+    n = sum(p.numel() for p in model.parameters())  # tied tensors are listed once
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    return n if emb is head else n - emb.numel()
+
+
+def peak_flops(device: str) -> tuple[str, float | None]:
+    """(device name, dense bf16 peak FLOP/s or None when unknown, CPUs included)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    return name, next((peak for key, peak in PEAK_FLOPS if key in name), None)
+
+
+def throughput(model, tokens: int, seconds: float, device: str) -> dict:
+    """Tokens/s, MFU (6 × parameters × non-pad tokens / time / peak) and peak memory."""
+    import resource
+
+    import torch
+
+    name, peak = peak_flops(device)
+    achieved = 6 * flop_params(model) * tokens / max(seconds, 1e-9)
+    if device.startswith("cuda"):
+        memory, kind = torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    else:  # Linux reports the peak resident set in KiB
+        memory, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "max_rss"
+    return {"device": name, "tokens": tokens, "seconds": round(seconds, 3),
+            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+            "flop_params": flop_params(model), "tflops_per_s": round(achieved / 1e12, 3),
+            "peak_tflops_per_s": peak / 1e12 if peak else None,
+            "mfu": round(achieved / peak, 4) if peak else None,
+            "peak_memory_gib": round(memory / 2**30, 3), "memory": kind}
+
+
+def save(model, tokenizer, out_dir: Path, info: dict, run: dict | None = None) -> None:
     """Write next to the target and rename, so a killed job never leaves a directory that
     looks like a finished model."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -166,5 +473,7 @@ def save(model, tokenizer, out_dir: Path, info: dict) -> None:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "finetune.json").write_text(json.dumps(info, indent=1))
+    if run is not None:
+        (tmp / "throughput.json").write_text(json.dumps(run, indent=1))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

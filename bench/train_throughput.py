@@ -1,0 +1,205 @@
+"""Training throughput of the fine-tuning loop, against the hardware's floor.
+
+Two modes, on a randomly initialised OLMo (no download):
+
+- ``steps``: times optimizer steps of `ckptsweep.finetune.train_step` (the loop's own
+  step: forward, backward, clip, fused AdamW) on one batch shape, warm-up excluded, CUDA
+  synchronised; prints step time, tokens/s, MFU, peak memory and the per-step floor:
+  6·N·tokens / peak FLOP/s (compute) + the optimizer's memory traffic / HBM bandwidth.
+- ``e2e``: an MNLI-size fine-tune end to end (6,000 synthetic examples of 128-256 tokens
+  whose last 3 tokens are the completion, 3 epochs, batch 8): load from disk + train +
+  save, timed, through `ckptsweep.finetune.train`.
+
+    PYTHONPATH=src python3 bench/train_throughput.py --preset tiny            # CPU
+    PYTHONPATH=src python3 bench/train_throughput.py --preset olmo1b --mode both
+
+Imports: torch, transformers and the package only, so it runs on a bare GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
+
+from ckptsweep.finetune import (
+    IGNORE,
+    FinetuneConfig,
+    flop_params,
+    make_optimizer,
+    peak_flops,
+    resolve_device,
+    train,
+    train_step,
+)
+
+PRESETS = {
+    "tiny": {"arch": {"vocab_size": 2048, "hidden_size": 128, "intermediate_size": 512,
+                      "num_hidden_layers": 2, "num_attention_heads": 4},
+             "batch": 8, "seq": 256, "examples": 600, "epochs": 1},
+    "olmo1b": {"arch": {"vocab_size": 50304, "hidden_size": 2048, "intermediate_size": 8192,
+                        "num_hidden_layers": 16, "num_attention_heads": 16},
+               "batch": 8, "seq": 256, "examples": 6000, "epochs": 3},
+}
+# HBM bandwidth (bytes/s) for the optimizer's share of the floor.
+HBM = (("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12), ("A100", 2.0e12))
+# Fused AdamW per parameter and step: reads the fp32 weight, gradient and both moments
+# (16 B) and writes weight and moments (12 B). Clipping (read + scale the gradient) and
+# autocast's per-forward bf16 copy of the weights add ~14 B more, not counted here.
+ADAMW_BYTES = 28
+
+
+def build(arch: dict, device: str):
+    torch.manual_seed(0)
+    conf = OlmoConfig(**arch, num_key_value_heads=arch["num_attention_heads"],
+                      max_position_embeddings=4096, tie_word_embeddings=True,
+                      pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    with torch.device(device):  # initialise in place: minutes faster than on CPU for 1B
+        return OlmoForCausalLM(conf)
+
+
+def tokenizer():
+    """A two-word tokenizer: the loop needs a pad id and something to save."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    tok = Tokenizer(WordLevel({"<pad>": 0, "<eos>": 1}, unk_token="<pad>"))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def synthetic(n: int, vocab: int, lo: int, hi: int, completion: int, seed: int = 0):
+    """(input_ids, labels) of ``n`` examples of ``lo``-``hi`` tokens; the last
+    ``completion`` tokens carry the loss (0: every token does)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ids = [rng.randrange(2, vocab) for _ in range(rng.randint(lo, hi))]
+        k = completion or len(ids)
+        out.append((ids, [IGNORE] * (len(ids) - k) + ids[-k:]))
+    return out
+
+
+def floor_seconds(params: int, tokens: int, device: str) -> dict:
+    name, peak = peak_flops(device)
+    bw = next((b for key, b in HBM if key in name), None)
+    if peak is None or bw is None:
+        return {"floor_s": None}
+    compute, optim = 6 * params * tokens / peak, ADAMW_BYTES * params / bw
+    return {"floor_compute_s": compute, "floor_optimizer_s": optim, "floor_s": compute + optim}
+
+
+def bench_steps(args, preset, device):
+    model = build(preset["arch"], device)
+    cfg = FinetuneConfig(batch_size=args.batch, attn_implementation=args.attn,
+                         packing=args.packing, compile=args.compile, device=device)
+    if args.attn != model.config._attn_implementation:
+        model.set_attn_implementation(args.attn)
+    opt = make_optimizer(model, cfg, device)
+    body = torch.compile(model.base_model) if args.compile else model.base_model
+    cuda = device.startswith("cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    lo = args.min_len or args.seq
+    examples = synthetic(args.batch * (args.warmup + args.steps), preset["arch"]["vocab_size"],
+                         lo, args.seq, args.completion)
+    model.train()
+    times, tokens = [], []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    for i in range(args.warmup + args.steps):
+        group = list(range(i * args.batch, (i + 1) * args.batch))
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        loss, n = train_step(model, body, examples, group, cfg, 0, device, autocast)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        if cuda:
+            torch.cuda.synchronize(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+            tokens.append(n)
+    params = flop_params(model)
+    name, peak = peak_flops(device)
+    step = statistics.median(times)
+    per_step = statistics.mean(tokens)
+    achieved = 6 * params * per_step / step
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+    return {"mode": "steps", "device": name, "preset": args.preset, "batch": args.batch,
+            "lengths": [lo, args.seq], "compile": args.compile, "packing": args.packing,
+            "attn": args.attn, "flop_params": params, "tokens_per_step": per_step,
+            "step_s_median": step, "step_s_mean": statistics.mean(times),
+            "tokens_per_s": per_step / step, "tflops_per_s": achieved / 1e12,
+            "mfu": achieved / peak if peak else None, "peak_memory_gib": mem,
+            **floor_seconds(params, per_step, device)}
+
+
+def bench_e2e(args, preset, device):
+    vocab = preset["arch"]["vocab_size"]
+    examples = synthetic(args.examples or preset["examples"], vocab, args.seq // 2, args.seq,
+                         args.completion or 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "ckpt"
+        build(preset["arch"], device).save_pretrained(src)  # the checkpoint: not timed
+        tokenizer().save_pretrained(src)
+        t0 = time.perf_counter()
+        model = OlmoForCausalLM.from_pretrained(src, dtype=torch.float32)
+        tok = PreTrainedTokenizerFast.from_pretrained(src)
+        t_load = time.perf_counter() - t0
+        cfg = FinetuneConfig(lr=2e-6, epochs=args.epochs or preset["epochs"],
+                             batch_size=args.batch, max_length=args.seq, save_every=0,
+                             device=device, compile=args.compile, packing=args.packing,
+                             attn_implementation=args.attn)
+        stats = train(model, tok, examples, cfg, Path(tmp) / "out", log=print)
+        total = time.perf_counter() - t0
+        run = json.loads((Path(tmp) / "out" / "throughput.json").read_text())
+    return {"mode": "e2e", "preset": args.preset, "examples": len(examples),
+            "epochs": cfg.epochs, "steps": stats["steps"], "compile": args.compile,
+            "packing": args.packing, "load_s": t_load, "train_s": stats["seconds"],
+            "load_train_save_s": total, "save_s": total - t_load - stats["seconds"], **run}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    p.add_argument("--mode", choices=("steps", "e2e", "both"), default="steps")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, help="examples per step (default: the preset's)")
+    p.add_argument("--seq", type=int, help="longest example (default: the preset's)")
+    p.add_argument("--min-len", type=int, default=0,
+                   help="steps mode: shortest example (default: all --seq long)")
+    p.add_argument("--completion", type=int, default=0,
+                   help="labelled tokens per example (steps default: all; e2e default: 3)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--examples", type=int, help="e2e: training examples")
+    p.add_argument("--epochs", type=float, help="e2e: epochs")
+    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--packing", action="store_true")
+    p.add_argument("--json", help="append each result as a JSON line to this file")
+    args = p.parse_args()
+    preset = PRESETS[args.preset]
+    args.batch = args.batch or preset["batch"]
+    args.seq = args.seq or preset["seq"]
+    device = resolve_device(args.device)
+    modes = ("steps", "e2e") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        result = (bench_steps if mode == "steps" else bench_e2e)(args, preset, device)
+        print(json.dumps(result), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Resumable fine-tuning: a job killed (SIGKILL) or stopped (SIGTERM) after a saved state
+and then re-run ends with the same weights, bit for bit, as a run never stopped; a retry
+with a halved micro-batch continues from the same state within float tolerance.
+
+The kill is triggered by the state file appearing, never by a timer, so the tests do not
+depend on the machine's speed."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ckptsweep.finetune import STATE_FILE, FinetuneConfig, finetune
+from ckptsweep.models import Checkpoint, load, write_manifest
+from ckptsweep.tasks import task_type
+
+from .test_finetune import records, weights
+
+NLI = task_type("nli")
+SPEC = {"task": "nli", "lr": 1e-3, "epochs": 2, "batch_size": 2, "warmup": 0.1,
+        "save_every": 2, "seed": 3}
+
+
+@pytest.fixture
+def job(tiny_tokenizer, tiny_model, tmp_path):
+    """A checkpoint on disk, its manifest and a training file: what the CLI reads."""
+    ckpt = tmp_path / "ckpt"
+    tiny_model.save_pretrained(ckpt)
+    tiny_tokenizer.save_pretrained(ckpt)
+    write_manifest(tmp_path / "manifest.tsv", [Checkpoint("0", 0, "local", str(ckpt))])
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in records(48)))
+    return tmp_path
+
+
+def command(job, *extra, spec=SPEC):
+    return [sys.executable, "-m", "ckptsweep.cli", "finetune", "--spec", json.dumps(spec),
+            "--manifest", str(job / "manifest.tsv"), "--step", "0",
+            "--train", str(job / "train.jsonl"), "--threads", "1",
+            "--resume-dir", str(job / "resume"), "--out", str(job / "out"), *extra]
+
+
+def reference(job, spec=SPEC):
+    """An uninterrupted run, in this process with the CLI's single thread."""
+    spec = dict(spec)
+    task = task_type(spec.pop("task"))
+    model, tok = load(job / "ckpt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        finetune(model, tok, task, records(48), FinetuneConfig(**spec), job / "ref", log=None)
+    finally:
+        torch.set_num_threads(threads)
+    return weights(model)
+
+
+def stop_at_first_state(job, sig, *extra):
+    """Start the CLI, wait for its first saved state, send ``sig``; return the process."""
+    proc = subprocess.Popen(command(job, *extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    state = job / "resume" / STATE_FILE
+    while not state.exists():
+        assert proc.poll() is None, f"the job ended before saving a state:\n{proc.stdout.read()}"
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc
+
+
+def resume(job, *extra):
+    done = subprocess.run(command(job, *extra), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resumed from" in done.stdout
+    assert not (job / "resume").exists(), "a finished job leaves no resume state"
+    info = json.loads((job / "out" / "finetune.json").read_text())
+    assert info["stats"]["resumed_at_step"] > 0
+    assert (job / "out" / "throughput.json").exists()
+    model, _ = load(job / "out")
+    return weights(model)
+
+
+def test_killed_job_resumes_to_identical_weights(job):
+    proc = stop_at_first_state(job, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (job / "out").exists()
+    assert torch.equal(resume(job), reference(job))
+
+
+def test_sigterm_saves_state_and_exits_nonzero(job):
+    proc = stop_at_first_state(job, signal.SIGTERM)
+    out = proc.stdout.read()
+    assert proc.returncode == 143, out
+    assert "SIGTERM: stopped after step" in out and "a re-run resumes from it" in out
+    assert (job / "resume" / STATE_FILE).exists() and not (job / "out").exists()
+    assert torch.equal(resume(job), reference(job))
+
+
+def test_retry_with_half_micro_batch_resumes_attempt_1_state(job):
+    """Attempt 2 (micro-batch 1 × 2 accumulated) continues attempt 1's state: the state
+    counts optimizer steps, which cover the same examples whatever the micro-batch."""
+    stop_at_first_state(job, signal.SIGKILL)
+    torch.testing.assert_close(resume(job, "--attempt", "2"), reference(job),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_state_for_other_settings_is_discarded(job):
+    stop_at_first_state(job, signal.SIGKILL)
+    model, tok = load(job / "ckpt")
+    other = {k: v for k, v in SPEC.items() if k != "task"} | {"lr": 5e-4}
+    lines = []
+    finetune(model, tok, NLI, records(48), FinetuneConfig(**other), job / "other",
+             log=lines.append, resume_dir=job / "resume")
+    assert any(line.startswith("discarding resume state") for line in lines)
+    assert not (job / "resume").exists()
+
+
+def test_attempt_2_halves_micro_batch_same_weights(tiny_tokenizer, tmp_path):
+    from ckptsweep.pretrain import PretrainConfig, build_model
+
+    cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=8, seed=0)
+    retry = cfg.for_attempt(2)
+    assert (retry.batch_size, retry.grad_accum) == (4, 2)
+    assert retry.effective_batch == cfg.effective_batch
+    assert cfg.for_attempt(3).batch_size == 2 and cfg.for_attempt(9).batch_size == 1
+    arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
+    a, b = build_model(arch, tiny_tokenizer), build_model(arch, tiny_tokenizer)
+    finetune(a, tiny_tokenizer, NLI, records(), cfg, tmp_path / "a", log=None)
+    finetune(b, tiny_tokenizer, NLI, records(), retry, tmp_path / "b", log=None)
+    torch.testing.assert_close(weights(a), weights(b), rtol=1e-4, atol=1e-5)
+
+
+def test_packed_and_padded_batches_give_the_same_loss(tiny_tokenizer, tiny_model):
+    from ckptsweep.finetune import collate, completion_loss, encode_example, pack
+
+    batch = [encode_example(NLI, r, tiny_tokenizer, "default", 512) for r in records(6)]
+    ids, labels, mask = collate(batch, tiny_tokenizer.pad_token_id)
+    padded = completion_loss(tiny_model, ids, labels, mask)
+    row, row_labels, positions = pack(batch)
+    assert row.shape == (1, sum(len(x) for x, _ in batch))  # no pad token computed
+    assert positions[0, len(batch[0][0])] == 0  # positions restart per example
+    torch.testing.assert_close(completion_loss(tiny_model, row, row_labels, None, positions),
+                               padded)
+
+
+def test_packed_fine_tune_matches_padded(tiny_tokenizer, tmp_path):
+    from ckptsweep.pretrain import PretrainConfig, build_model
+
+    arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
+    a, b = build_model(arch, tiny_tokenizer), build_model(arch, tiny_tokenizer)
+    cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=4, seed=0)
+    sa = finetune(a, tiny_tokenizer, NLI, records(), cfg, tmp_path / "a", log=None)
+    sb = finetune(b, tiny_tokenizer, NLI, records(), FinetuneConfig(**{**cfg.__dict__,
+                  "packing": True}), tmp_path / "b", log=None)
+    torch.testing.assert_close(weights(a), weights(b), rtol=1e-4, atol=1e-5)
+    assert sb["tokens"] == sa["tokens"]  # the same non-pad tokens, no pad computed
+    run = json.loads(Path(tmp_path / "b" / "throughput.json").read_text())
+    assert run["device"] == "cpu" and run["mfu"] is None and run["tokens_per_s"] > 0
