@@ -21,7 +21,6 @@ rule evaluate:
             if w.variant == "base"
             else f"--model {input.model}"
         ),
-        cache_dir=config["evaluation"].get("cache_dir") or "",
     shell:
         "ckptsweep evaluate --spec {params.spec:q} {params.model} --threads {threads}"
-        " --cache-dir {params.cache_dir:q} --out {output.predictions:q} > {log:q} 2>&1"
+        " --out {output.predictions:q} > {log:q} 2>&1"
