@@ -157,6 +157,10 @@ class EvalConfig:
     that fits two labels counts for neither."""
     label_max_new_tokens: int = 5
     """``free`` only: tokens generated for a label (the paper uses 5)."""
+    space_variants: bool = True
+    """Also score each label and choice without its leading space and combine the two
+    spellings (logsumexp). Off, only ``prompts.target``'s spelling (the one fine-tuning
+    trains) is scored, which halves the scoring work where the two tokenise differently."""
     cache_dir: str | None = None
     """Prediction cache folder (`PredictionCache`); None: no cache."""
     compile: bool = False
@@ -424,7 +428,8 @@ class _Lm:
         """Token ids of an answer as ``prompts.target`` spells it (leading space) and
         without the leading space; once where both tokenise alike."""
         variants: list[list[int]] = []
-        for text in dict.fromkeys([spaced, spaced.removeprefix(" ")]):
+        spellings = [spaced, spaced.removeprefix(" ")] if self.cfg.space_variants else [spaced]
+        for text in dict.fromkeys(spellings):
             ids = self.continuation_ids(text)
             if ids and ids not in variants:
                 variants.append(ids)
@@ -708,8 +713,8 @@ def _decoding(cfg: EvalConfig, method: str) -> dict:
         return {"max_new_tokens": cfg.label_max_new_tokens, "stop": _stops(cfg),
                 "cache": cfg.generation_cache}
     if method == "tokenprob":
-        return {"lenient_labels": cfg.lenient_labels}
-    return {}
+        return {"lenient_labels": cfg.lenient_labels, "space_variants": cfg.space_variants}
+    return {"space_variants": cfg.space_variants}
 
 
 def _block_key(lm: _Lm, es: EvalSet, fmt: str, shots: int, method: str) -> dict:
