@@ -31,6 +31,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .models import save
 from .progress import Progress
 from .prompts import chat_segments, render, target
 from .tasks import TaskType
@@ -418,8 +419,9 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: Fi
     stats["tokens_per_s"] = run["tokens_per_s"]
     log(f"fine-tuned {total} steps in {seconds:.1f}s, loss {stats['first_loss']:.3f} -> "
         f"{stats['final_loss']:.3f}; throughput {json.dumps(run)}")
-    save(model, tokenizer, out_dir, {"config": asdict(cfg), "stats": stats, "losses": losses},
-         run)
+    save(model, tokenizer, out_dir, {
+        "finetune.json": {"config": asdict(cfg), "stats": stats, "losses": losses},
+        "throughput.json": run})
     if resume_dir is not None:
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
     return stats
@@ -463,17 +465,3 @@ def throughput(model, tokens: int, seconds: float, device: str) -> dict:
             "peak_tflops_per_s": peak / 1e12 if peak else None,
             "mfu": round(achieved / peak, 4) if peak else None,
             "peak_memory_gib": round(memory / 2**30, 3), "memory": kind}
-
-
-def save(model, tokenizer, out_dir: Path, info: dict, run: dict | None = None) -> None:
-    """Write next to the target and rename, so a killed job never leaves a directory that
-    looks like a finished model."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "finetune.json").write_text(json.dumps(info, indent=1))
-    if run is not None:
-        (tmp / "throughput.json").write_text(json.dumps(run, indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)

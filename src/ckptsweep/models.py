@@ -76,6 +76,24 @@ def load_checkpoint(manifest: str | Path, step: str, **kw):
     return load(c.source, c.revision, **kw)
 
 
+def save(model, tokenizer, path: Path, files: dict[str, dict]) -> None:
+    """``save_pretrained`` model and tokenizer plus JSON ``files`` (name -> content) into
+    ``path``, written to a temporary sibling and renamed, so a killed job never leaves a
+    directory that looks like a finished model."""
+    import json
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    for name, content in files.items():
+        (tmp / name).write_text(json.dumps(content, indent=1))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
 def set_threads(threads: int) -> None:
     """Pin torch's intra-op threads to what the scheduler granted: same numbers on re-run,
     and no oversubscription when several jobs share a machine."""

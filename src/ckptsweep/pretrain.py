@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .models import save
 from .progress import Progress
 
 
@@ -122,25 +122,13 @@ def pretrain(corpus: Path, tokenizer_dir: Path, out_dir: Path, cfg: PretrainConf
         progress.update(step + 1, loss=loss.item())
         if step + 1 in cfg.checkpoints:
             path = out_dir / f"step{step + 1}"
-            save(model, tokenizer, path, {
+            save(model, tokenizer, path, {"pretrain_info.json": {
                 "step": step + 1, "tokens": (step + 1) * cfg.batch_size * cfg.seq_len,
                 "loss": sum(history[-20:]) / len(history[-20:]), "config": asdict(cfg),
-                "seconds": time.perf_counter() - t0})
+                "seconds": time.perf_counter() - t0}})
             saved.append(path)
             model.train()
     elapsed = time.perf_counter() - t0
     log(f"pre-trained {cfg.steps} steps in {elapsed:.1f}s "
         f"({cfg.steps * cfg.batch_size * cfg.seq_len / elapsed:.0f} tokens/s)")
     return saved
-
-
-def save(model, tokenizer, path: Path, info: dict) -> None:
-    """Write to a temporary sibling and rename, so a killed job never leaves a directory
-    that looks like a finished checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "pretrain_info.json").write_text(json.dumps(info, indent=1))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
