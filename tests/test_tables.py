@@ -313,6 +313,21 @@ def test_figures_are_written(study, tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
+def test_figures_from_tables_without_per_example_tables(study, tmp_path):
+    """An imported scores file gives no per-example tables: every declared figure is still
+    written (a "no data" note where its tables are missing), from the tables folder."""
+    T.write_tables(study["scores"], None, study["cfg"], tmp_path / "t")
+    assert not (tmp_path / "t" / "perf_steps.csv").exists()
+    paths = write_figures(tmp_path / "t", tmp_path / "f")
+    for name in FIGURE_NAMES:
+        for ext in ("png", "svg"):
+            f = tmp_path / "f" / f"{name}.{ext}"
+            assert f in paths and f.stat().st_size > 1000, f
+    assert "no data" in (tmp_path / "f" / "formats.svg").read_text()
+    assert "no data" not in (tmp_path / "f" / "mrc_cross_task.svg").read_text()
+    assert not (tmp_path / "f" / "ablation.png").exists()
+
+
 def test_tables_without_the_examples_table_skip_per_example_tables(study, tmp_path):
     tables, headline = T.compute_tables(study["scores"], None, study["cfg"])
     assert set(tables) == set(T.TABLE_NAMES) - set(T.EXAMPLE_TABLES)
@@ -426,6 +441,36 @@ def test_write_tables_adds_gpu_hours_only_when_asked(study, tmp_path):
     assert gh.loc["finetune", "gpu_hours"] == pytest.approx(4.0)
     plain = T.write_tables(study["scores"], study["examples"], study["cfg"], tmp_path / "u")
     assert not [p for p in plain if p.stem == "gpu_hours"]
+
+
+def test_workflow_tables_gpu_hours_and_ablation(study, tmp_path):
+    """What the tables rule does: benchmarks of every rule (the ablation's too, 1 GPU by
+    default) and the ablation predictions give gpu_hours and ablation tables, and the
+    figures add the ablation figure."""
+    _bench(tmp_path / "b" / "ablation/tiny.tsv", (1800, 1, 1))
+    _bench(tmp_path / "b" / "evaluate/tiny/1/base.tsv", (3600, 1, 1))
+    _bench(tmp_path / "b" / "world/world.tsv", (3600, 1, 1))
+    ablation = pd.DataFrame({"model": "tiny", "step": 1000, "variant": ["base", "nli-s0"] * 4,
+                             "eval_set": "nli", "shots": 4,
+                             "method": ["free", "free", "loglik", "loglik"] * 2,
+                             "format": "default", "id": [f"{i // 4}{i}" for i in range(8)],
+                             "metric": "accuracy", "score": [0, 1, 1, 1, 0, 1, 0, 1]})
+    paths = T.write_tables(study["scores"], study["examples"], study["cfg"], tmp_path / "t",
+                           benchmarks=tmp_path / "b", ablation=ablation)
+    names = {p.name for p in paths}
+    assert {"gpu_hours.csv", "gpu_hours.html", "ablation.csv", "ablation.html"} <= names
+    tables = T.read_tables(tmp_path / "t")
+    gh = tables["gpu_hours"].set_index("rule")
+    assert gh.loc["ablation", "gpu_hours"] == pytest.approx(0.5)
+    assert gh.loc["world", "gpu_hours"] == 0
+    assert gh.loc["total", "gpu_hours"] == pytest.approx(1.5)
+    ab = tables["ablation"]
+    assert ab[["variant", "method", "accuracy", "n"]].values.tolist() == [
+        ["base", "free", 0.0, 2], ["base", "loglik", 0.5, 2], ["nli-s0", "free", 1.0, 2],
+        ["nli-s0", "loglik", 1.0, 2]]
+    paths = write_figures(tmp_path / "t", tmp_path / "f")
+    assert tmp_path / "f" / "ablation.png" in paths
+    assert (tmp_path / "f" / "ablation.svg").stat().st_size > 1000
 
 
 def test_base_trend_with_one_checkpoint_is_flat(study):

@@ -148,6 +148,58 @@ def cmd_evaluate(args, spec):
     write_predictions(df, args.out)
 
 
+def cmd_ablation(args, spec):
+    """The prediction-method ablation of one model's final checkpoint: each variant (the
+    base from the manifest, fine-tunes from their folders) is loaded once and scores its
+    eval sets with every method; one parquet with ``model``, ``step`` and ``variant``."""
+    import pandas as pd
+
+    from .evaluate import (
+        ABLATION_SCHEMA,
+        METHODS,
+        EvalConfig,
+        EvalSet,
+        evaluate_model,
+        model_fingerprint,
+        write_predictions,
+    )
+    from .models import checkpoint, load, set_threads
+
+    set_threads(args.threads)
+    ev = dict(spec["evaluation"])
+    ev["shots"] = tuple(ev["shots"])
+    if args.cache_dir is not None:  # as for evaluate: the flag wins; "" turns it off
+        ev["cache_dir"] = args.cache_dir or None
+    cfg = from_dict(EvalConfig, ev, "evaluation")
+    unknown = [m for m in spec["methods"] if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"error: analysis.ablation.methods: unknown {unknown}; known: "
+                         f"{list(METHODS)}")
+    sets = {s["name"]: EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in spec["sets"]}
+    frames = []
+    t0 = time.perf_counter()
+    for variant in spec["variants"]:
+        source, revision = variant["model"], None
+        if source is None:
+            c = checkpoint(args.manifest, spec["step"])
+            source, revision = c.source, c.revision
+        model, tok = load(source, revision, dtype=cfg.dtype)
+        model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
+        for method in spec["methods"]:
+            log(f"{variant['name']}: method {method}")
+            df = evaluate_model(model, tok, [sets[n] for n in variant["sets"]],
+                                dataclasses.replace(cfg, method=method), progress=log,
+                                model_key=model_key)
+            frames.append(df.assign(model=spec["model"], step=int(spec["step"]),
+                                    variant=variant["name"]))
+        del model
+    df = pd.concat(frames, ignore_index=True)
+    log(f"{len(df)} predictions in {time.perf_counter() - t0:.1f}s")
+    summary = df.groupby(["variant", "eval_set", "shots", "method"], sort=False)["score"].mean()
+    log("accuracy per variant, eval set, shots and method:\n" + summary.to_string())
+    write_predictions(df, args.out, ABLATION_SCHEMA)
+
+
 def cmd_tables(args, spec):
     import pandas as pd
     import yaml
@@ -167,7 +219,9 @@ def cmd_tables(args, spec):
     examples = pd.read_parquet(args.examples) if args.examples else None
     if examples is None:
         log(f"no --examples: skipping the per-example tables {', '.join(EXAMPLE_TABLES)}")
-    paths = write_tables(scores, examples, spec, Path(args.out), benchmarks=args.benchmarks)
+    ablation = pd.read_parquet(args.ablation) if args.ablation else None
+    paths = write_tables(scores, examples, spec, Path(args.out), benchmarks=args.benchmarks,
+                         ablation=ablation)
     log(f"{len(paths)} tables -> {args.out}")
 
 
@@ -230,6 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--cache-dir", help="prediction cache folder (overrides the spec's "
                    "evaluation.cache_dir; an empty string turns the cache off)")
     s.add_argument("--out", required=True)
+    s = verb("ablation", cmd_ablation, "score the base and fine-tunes of one checkpoint "
+             "with every classification prediction method (the paper's Table 2)")
+    s.add_argument("--manifest", required=True, help="checkpoint manifest (the base model)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--cache-dir", help="prediction cache folder (overrides the spec's "
+                   "evaluation.cache_dir; an empty string turns the cache off)")
+    s.add_argument("--out", required=True)
     s = verb("tables", cmd_tables, "write every table for a scores file")
     s.add_argument("--scores", required=True)
     s.add_argument("--examples", help="per-example table (optional: without it the "
@@ -237,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--analysis", help="analysis settings, YAML or JSON (default: --spec, or "
                    "without it config/amurochar_analysis.yaml)")
     s.add_argument("--benchmarks", help="Snakemake benchmarks folder: also write gpu_hours")
+    s.add_argument("--ablation", help="predictions of `ckptsweep ablation`: also write the "
+                   "ablation table")
     s.add_argument("--out", required=True)
     s = verb("import-amurochar", cmd_import_amurochar,
              "import the AMURO & CHAR authors' released CSVs into a scores-schema file")

@@ -95,6 +95,11 @@ generation."""
 
 COLUMNS = tuple(PREDICTION_SCHEMA.names)
 
+ABLATION_SCHEMA = pa.schema([("model", pa.string()), ("step", pa.int64()),
+                             ("variant", pa.string()), *PREDICTION_SCHEMA])
+"""Predictions of the method ablation (``ckptsweep ablation``): which model family,
+checkpoint and variant (``base`` or a fine-tune) made each row, then `COLUMNS`."""
+
 RESULT_COLUMNS = ("prediction", "label_logprobs", "score", "score_norm", "metric", "method")
 """The columns a model call produces (the others describe the prompt)."""
 
@@ -848,9 +853,11 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def write_predictions(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write rows of `evaluate_model` to parquet with the fixed ``PREDICTION_SCHEMA``."""
-    table = pa.Table.from_pandas(frame[list(COLUMNS)], schema=PREDICTION_SCHEMA,
+def write_predictions(frame: pd.DataFrame, path: str | Path,
+                      schema: pa.Schema = PREDICTION_SCHEMA) -> None:
+    """Write rows of `evaluate_model` to parquet with a fixed schema (default
+    ``PREDICTION_SCHEMA``; the ablation's ``ABLATION_SCHEMA``)."""
+    table = pa.Table.from_pandas(frame[list(schema.names)], schema=schema,
                                  preserve_index=False)
     tmp = f"{path}.tmp"
     pq.write_table(table, tmp)

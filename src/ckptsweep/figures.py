@@ -3,7 +3,8 @@
 Error bars are always the tables' ci_low/ci_high (seeded bootstrap), never recomputed.
 Base models are drawn dashed orange and fine-tuned models solid, as in the paper.
 A figure with more than ``MAX_PANELS`` panels continues in ``{name}-2.png`` and so on; a
-figure without data is still written (with a "no data" note) so its path always exists.
+figure without data, or whose tables are missing (an imported scores file has no
+per-example tables), is still written (with a "no data" note) so its path always exists.
 """
 
 from __future__ import annotations
@@ -230,17 +231,19 @@ def fig_formats(fperf: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def _bars(ax, df: pd.DataFrame, x: str, hue: str | None) -> None:
-    """Grouped MRC bars with interval whiskers; y as a percentage change. Drawn with
-    matplotlib so each whisker sits on its own row's bar (seaborn cannot take given CIs)."""
+def _bars(ax, df: pd.DataFrame, x: str, hue: str | None, y: str = "mrc",
+          palette: list | None = None) -> None:
+    """Grouped bars of ``y`` (default MRC) with interval whiskers; y as a percentage. Drawn
+    with matplotlib so each whisker sits on its own row's bar (seaborn cannot take given
+    CIs). ``palette``: one colour per hue level (default the colour-blind palette)."""
     cats = list(dict.fromkeys(df[x]))
     levels = list(dict.fromkeys(df[hue])) if hue else [None]
-    palette = sns.color_palette("colorblind", len(levels))
+    palette = palette or sns.color_palette("colorblind", len(levels))
     width = 0.8 / len(levels)
     for j, (level, color) in enumerate(zip(levels, palette, strict=True)):
         sub = df if hue is None else df[df[hue] == level]
         pos = np.array([cats.index(c) for c in sub[x]]) - 0.4 + width * (j + 0.5)
-        v = sub["mrc"].to_numpy(dtype=float)
+        v = sub[y].to_numpy(dtype=float)
         err = [np.maximum(v - sub["ci_low"].to_numpy(dtype=float), 0),
                np.maximum(sub["ci_high"].to_numpy(dtype=float) - v, 0)]
         ax.bar(pos, v, width=width * 0.95, color=color, label=level)
@@ -291,21 +294,89 @@ def fig_mrc_cross_task(mrc: pd.DataFrame, out: Path) -> list[Path]:
     return _save(fig, out, "mrc_cross_task")
 
 
+def fig_ablation(ab: pd.DataFrame, out: Path) -> list[Path]:
+    """Accuracy per prediction method, base vs each fine-tune, one panel per (model, eval
+    set, shots) of the final checkpoint (the paper's Table 2 as bars)."""
+    keys = sorted(ab.groupby(["model", "eval_set", "shots"]).groups)
+    n_models = ab["model"].nunique()
+    others = [c for i, c in enumerate(sns.color_palette("colorblind")) if i not in (1, 3, 5, 8)]
+    paths = []
+    for page, panel_keys in enumerate(_pages(keys), start=1):
+        fig, axes = _grid(len(panel_keys))
+        if not panel_keys:
+            _no_data(fig, axes[0], "the method ablation")
+        for ax, (model, eval_set, shots) in zip(axes, panel_keys, strict=False):
+            sub = ab[(ab["model"] == model) & (ab["eval_set"] == eval_set)
+                     & (ab["shots"] == shots)]
+            levels = list(dict.fromkeys(sub["variant"]))  # base first (table order)
+            fts = iter(others * len(levels))
+            palette = [BASE_COLOR if v == "base" else next(fts) for v in levels]
+            _bars(ax, sub, "method", "variant", y="accuracy", palette=palette)
+            ax.get_legend().remove()  # one legend below the panels instead
+            ax.set_ylabel("accuracy")
+            ax.set_xlabel("prediction method")
+            step = sub["step"].iloc[0]
+            ax.set_title(f"{_panel_title(model, eval_set, n_models)} ({shots}-shot, "
+                         f"step {_step_label(int(step))})", fontsize=10)
+        _legend(fig, axes)
+        fig.suptitle("Prediction methods: base vs fine-tuned at the final checkpoint")
+        fig.tight_layout()
+        paths += _save(fig, out, "ablation" if page == 1 else f"ablation-{page}")
+    return paths
+
+
+def _missing(out: Path, name: str, what: str) -> list[Path]:
+    """A figure whose tables are missing: its files still exist, with a "no data" note."""
+    fig, axes = _grid(1)
+    _no_data(fig, axes[0], what)
+    return _save(fig, out, name)
+
+
+PERF_FIGURES = {f"perf_steps_{role.replace('-', '_')}": role for role in ROLE_TITLES}
+"""Figure name -> role of the per-step figures."""
+FIGURE_TABLES = {
+    "base_steps": ("perf_steps", "base_trend"),
+    **{name: ("perf_steps",) for name in PERF_FIGURES},
+    "group_gain": ("pt_ft_groups",),
+    "formats": ("format_perf",),
+    "mrc_ood": ("mrc_ood",),
+    "mrc_cross_task": ("mrc_cross_task",),
+}
+"""The tables each figure of ``FIGURE_NAMES`` is drawn from."""
+
+
 def write_figures(tables: Mapping[str, pd.DataFrame] | str | os.PathLike,
                   out_dir: str | os.PathLike) -> list[Path]:
     """Every figure as PNG + SVG under ``out_dir``; ``tables`` is ``compute_tables``'s dict
-    or the directory ``write_tables`` wrote. Returns the paths written."""
+    or the directory ``write_tables`` wrote. Returns the paths written.
+
+    Every figure of ``FIGURE_NAMES`` is written: one whose tables are missing (tables of
+    an imported scores file have no per-example tables) gets a "no data" note instead.
+    ``ablation`` is drawn only when the ablation table is there."""
     if not isinstance(tables, Mapping):
         tables = read_tables(tables)
     out = Path(out_dir)
-    perf = tables["perf_steps"]
     paths = []
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
-        paths += fig_base_steps(perf, tables["base_trend"], out)
-        for role in ROLE_TITLES:
-            paths += fig_perf_steps(perf, role, out, f"perf_steps_{role.replace('-', '_')}")
-        paths += fig_group_gain(tables["pt_ft_groups"], tables["pt_ft_groups_data"], out)
-        paths += fig_formats(tables["format_perf"], out)
-        paths += fig_mrc_ood(tables["mrc_ood"], out)
-        paths += fig_mrc_cross_task(tables["mrc_cross_task"], out)
+        for name in FIGURE_NAMES:
+            missing = [t for t in FIGURE_TABLES[name] if t not in tables]
+            if missing:
+                paths += _missing(out, name, f"{name} (no table {', '.join(missing)})")
+            elif name == "base_steps":
+                paths += fig_base_steps(tables["perf_steps"], tables["base_trend"], out)
+            elif name in PERF_FIGURES:
+                paths += fig_perf_steps(tables["perf_steps"], PERF_FIGURES[name], out, name)
+            elif name == "group_gain":
+                design = tables["pt_ft_groups"]
+                # Without per-example data only the groups by design are drawn.
+                paths += fig_group_gain(design, tables.get("pt_ft_groups_data", design.iloc[:0]),
+                                        out)
+            elif name == "formats":
+                paths += fig_formats(tables["format_perf"], out)
+            elif name == "mrc_ood":
+                paths += fig_mrc_ood(tables["mrc_ood"], out)
+            else:
+                paths += fig_mrc_cross_task(tables["mrc_cross_task"], out)
+        if "ablation" in tables:
+            paths += fig_ablation(tables["ablation"], out)
     return paths

@@ -81,6 +81,39 @@ def steps(config: dict, model: str) -> list[str]:
     return [str(s) for s in config["models"][model]["steps"]]
 
 
+def final_step(config: dict, model: str) -> str:
+    """The final checkpoint of a model: the largest of its ``steps``."""
+    return str(max(config["models"][model]["steps"]))
+
+
+ABLATION_METHODS = ("free", "constrained", "tokenprob", "loglik")
+"""Default methods of the prediction-method ablation (``evaluate.METHODS``, paper order)."""
+
+
+def ablation(config: dict) -> dict | None:
+    """The prediction-method ablation (the paper's Table 2), or None without an
+    ``analysis.ablation`` block: {methods, eval_sets, variants}.
+
+    ``eval_sets`` defaults to the in-domain sets of classification tasks. ``variants``
+    lists the base model, evaluated on every ablation set, then each fine-tune whose
+    training dataset is some ablation set's ``of``, evaluated on the sets whose ``of`` it
+    was trained on: [{"name", "sets"}]. The checkpoint is each model's `final_step`."""
+    block = config.get("analysis", {}).get("ablation")
+    if block is None:
+        return None
+    sets = eval_sets(config)
+    names = list(block.get("eval_sets") or
+                 [n for n, s in sets.items() if s["kind"] == "classification"
+                  and s["role_in"] == "id"])
+    variants = [{"name": "base", "sets": names}]
+    for f in finetunes(config):
+        own = [n for n in names if sets[n]["of"] == f["dataset"]]
+        if own:
+            variants.append({"name": f["name"], "sets": own})
+    return {"methods": list(block.get("methods") or ABLATION_METHODS), "eval_sets": names,
+            "variants": variants}
+
+
 def check(config: dict) -> None:
     """Cross-references between config blocks; raise ValueError naming the key."""
     datasets = config["datasets"]
@@ -111,6 +144,18 @@ def check(config: dict) -> None:
             if missing:
                 raise ValueError(f"models.{model}.steps: {missing} are not saved by "
                                  f"models.{model}.pretrain.checkpoints")
+    block = config.get("analysis", {}).get("ablation")
+    if block is not None:
+        sets = eval_sets(config)
+        for name in block.get("eval_sets") or []:
+            if name not in sets or sets[name]["kind"] != "classification":
+                raise ValueError(f"analysis.ablation.eval_sets: {name!r} is not a "
+                                 "classification eval set; those are " + str(sorted(
+                                     n for n, s in sets.items()
+                                     if s["kind"] == "classification")))
+        if not ablation(config)["eval_sets"]:
+            raise ValueError("analysis.ablation.eval_sets: no classification in-domain "
+                             "eval set to default to; name the sets")
     groups = config.get("analysis", {}).get("groups", {})
     for group, pairs in groups.items():
         for i, pair in enumerate(pairs):

@@ -36,6 +36,7 @@ import pandas as pd
 
 from . import stats
 from .scores import atomic_write
+from .study import ABLATION_METHODS
 
 PRIMARY = ("accuracy", "rouge_l")
 CELL = ["model", "step", "eval_set", "format", "shots", "metric"]
@@ -51,7 +52,9 @@ TABLE_NAMES = ("mrc_cross_task", "mrc_ood", "mrc_format", "format_perf", "perf_s
 EXAMPLE_TABLES = ("format_perf", "perf_steps", "pt_ft_groups_data", "group_membership",
                   "base_trend", "ft_vs_base", "forgetting")
 """Tables that need the per-example table (skipped without it)."""
-GPUS_PER_JOB = {"finetune": 1, "evaluate": 1, "pretrain": 1}
+EXTRA_TABLES = ("gpu_hours", "ablation")
+"""Written by ``write_tables`` only when given their inputs (benchmarks, ablation)."""
+GPUS_PER_JOB = {"pretrain": 1, "finetune": 1, "evaluate": 1, "ablation": 1}
 """Default GPUs per job of a rule for ``gpu_hours`` (any other rule: 0)."""
 ROUGE_CORRECT = 0.5
 """For forgetting counts a ROUGE-L example counts as correct when its score is >= 0.5."""
@@ -589,8 +592,8 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
     Files are ``{benchmark_dir}/{rule}/.../*.tsv`` (a file directly in ``benchmark_dir``
     counts under its own stem). Every row counts: a ``repeat()``-ed benchmark ran its job
     that many times. hours = sum of ``s`` / 3600; gpu_hours = hours x the rule's GPUs per
-    job (``gpus_per_job``, default ``GPUS_PER_JOB``: 1 for finetune, evaluate and
-    pretrain, 0 for any other rule); cpu_hours from ``cpu_time`` (NaN where absent). A last
+    job (``gpus_per_job``, default ``GPUS_PER_JOB``: 1 for pretrain, finetune, evaluate
+    and ablation, 0 for any other rule); cpu_hours from ``cpu_time`` (NaN where absent). A last
     row ``rule = "total"`` sums the others."""
     gpus = dict(GPUS_PER_JOB if gpus_per_job is None else gpus_per_job)
     root = Path(benchmark_dir)
@@ -622,6 +625,36 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
     return pd.concat([per[cols], pd.DataFrame([total], columns=cols)], ignore_index=True)
 
 
+# ---------------------------------------------------------------- method ablation (Table 2)
+
+ABLATION_KEYS = ["model", "step", "variant", "eval_set", "shots", "method"]
+ABLATION_COLUMNS = [*ABLATION_KEYS, "accuracy", "ci_low", "ci_high", "n"]
+ABLATION_ORDER = ABLATION_METHODS
+"""Method order of the ablation table (the paper's Table 2, then our default)."""
+
+
+def ablation_table(predictions: pd.DataFrame, seed: int = 0, n_boot: int = stats.N_BOOT,
+                   alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """The paper's Table 2: accuracy per (model, step, variant, eval set, shots, method)
+    from the ablation's per-example predictions (``ckptsweep ablation``), with a seeded
+    percentile bootstrap interval over the examples (sorted by id, so the intervals of
+    the methods are paired). Base rows come first, methods in ``ABLATION_ORDER``."""
+    ex = predictions[predictions["metric"] == "accuracy"]
+    rows = []
+    for key, g in ex.sort_values("id", kind="stable").groupby(ABLATION_KEYS, sort=False):
+        mean, low, high = stats.bootstrap_ci(g["score"].to_numpy(dtype=float), seed, n_boot,
+                                             alpha)
+        rows.append({**dict(zip(ABLATION_KEYS, key, strict=True)), "accuracy": mean,
+                     "ci_low": low, "ci_high": high, "n": len(g)})
+    out = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+    rank = {m: i for i, m in enumerate(ABLATION_ORDER)}
+    out = out.assign(_ft=out["variant"] != "base",
+                     _rank=out["method"].map(lambda m: rank.get(m, len(rank))))
+    out = out.sort_values(["model", "step", "_ft", "variant", "eval_set", "shots", "_rank",
+                           "method"], kind="stable")
+    return out.drop(columns=["_ft", "_rank"]).reset_index(drop=True)
+
+
 # ---------------------------------------------------------------- files
 
 def _write_table(out: Path, name: str, df: pd.DataFrame) -> list[Path]:
@@ -632,21 +665,26 @@ def _write_table(out: Path, name: str, df: pd.DataFrame) -> list[Path]:
 
 def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_cfg: Mapping,
                  out_dir: str | os.PathLike,
-                 benchmarks: str | os.PathLike | None = None) -> list[Path]:
+                 benchmarks: str | os.PathLike | None = None,
+                 ablation: pd.DataFrame | None = None) -> list[Path]:
     """Write every table as ``{name}.csv`` + ``{name}.html`` and ``summary.json`` into
     ``out_dir`` (each file atomically); returns the paths written.
 
     Without ``examples`` the per-example tables are skipped (see ``compute_tables``). With
     ``benchmarks`` (a Snakemake benchmarks folder) ``gpu_hours.csv``/``.html`` are written
-    too, GPUs per job from ``analysis_cfg["gpus_per_job"]`` (default ``GPUS_PER_JOB``)."""
+    too, GPUs per job from ``analysis_cfg["gpus_per_job"]`` (default ``GPUS_PER_JOB``);
+    with ``ablation`` (the ablation's predictions) ``ablation.csv``/``.html``
+    (`ablation_table`, bootstrap settings of ``analysis_cfg``)."""
     tables, headline = compute_tables(scores, examples, analysis_cfg)
+    cfg = _settings(analysis_cfg)
     out = Path(out_dir)
     paths = []
     for name, df in tables.items():
         paths += _write_table(out, name, df)
     if benchmarks is not None:
-        paths += _write_table(out, "gpu_hours",
-                              gpu_hours(benchmarks, _settings(analysis_cfg)["gpus_per_job"]))
+        paths += _write_table(out, "gpu_hours", gpu_hours(benchmarks, cfg["gpus_per_job"]))
+    if ablation is not None:
+        paths += _write_table(out, "ablation", ablation_table(ablation, **_boot(cfg)))
     text = json.dumps(_json_safe(headline), indent=2, allow_nan=False) + "\n"
     paths.append(atomic_write(out / "summary.json", lambda p: p.write_text(text, "utf-8")))
     return paths
@@ -655,5 +693,5 @@ def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_c
 def read_tables(tables_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """The CSV tables written by ``write_tables``, by name (for figures and the report)."""
     d = Path(tables_dir)
-    return {name: pd.read_csv(d / f"{name}.csv") for name in (*TABLE_NAMES, "gpu_hours")
-            if (d / f"{name}.csv").exists()}
+    return {name: pd.read_csv(d / f"{name}.csv")
+            for name in (*TABLE_NAMES, *EXTRA_TABLES) if (d / f"{name}.csv").exists()}

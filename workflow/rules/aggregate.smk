@@ -2,6 +2,10 @@
 from ckptsweep.figures import FIGURE_NAMES
 from ckptsweep.tables import TABLE_NAMES
 
+# Outputs stay static: the ablation's table and figure exist only with its config block.
+TABLES = [*TABLE_NAMES, "gpu_hours", *([] if ABLATION is None else ["ablation"])]
+FIGURES = [*FIGURE_NAMES, *([] if ABLATION is None else ["ablation"])]
+
 
 rule aggregate:
     input:
@@ -26,9 +30,10 @@ rule tables:
     input:
         scores="results/scores.parquet",
         examples="results/examples.parquet",
+        ablation=get_ablation_predictions,
     output:
         summary="results/tables/summary.json",
-        csv=expand("results/tables/{name}.csv", name=TABLE_NAMES),
+        csv=expand("results/tables/{name}.csv", name=TABLES),
         html=[
             report(
                 f"results/tables/{name}.html",
@@ -36,7 +41,7 @@ rule tables:
                 category="Tables",
                 labels={"table": name},
             )
-            for name in TABLE_NAMES
+            for name in TABLES
         ],
     log:
         "logs/tables/tables.log",
@@ -45,6 +50,9 @@ rule tables:
         "../../envs/analysis.yaml"
     params:
         analysis=get_analysis_spec,
+        # Read when the rule runs, after every heavy job (all upstream of the scores):
+        # the GPU-hours table covers the benchmark files that exist then.
+        benchmarks="benchmarks",
     script:
         "../scripts/tables.py"
 
@@ -52,6 +60,7 @@ rule tables:
 rule figures:
     input:
         summary="results/tables/summary.json",
+        ablation=get_ablation_table,
     output:
         figures=[
             report(
@@ -60,9 +69,9 @@ rule figures:
                 category="Figures",
                 labels={"figure": name},
             )
-            for name in FIGURE_NAMES
+            for name in FIGURES
         ],
-        svg=expand("results/figures/{name}.svg", name=FIGURE_NAMES),
+        svg=expand("results/figures/{name}.svg", name=FIGURES),
     log:
         "logs/figures/figures.log",
     localrule: True

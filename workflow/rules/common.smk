@@ -20,6 +20,8 @@ wildcard_constraints:
 
 THREADS = config.get("threads", 1)
 EVAL_SETS = study.eval_sets(config)
+# The prediction-method ablation (analysis.ablation), or None: then its rule never runs.
+ABLATION = study.ablation(config)
 
 
 def jsonarg(obj):
@@ -129,6 +131,72 @@ def get_eval_spec(wildcards):
         for name, formats in sorted(study.eval_plan(config, wildcards.variant).items())
     ]
     return jsonarg({"sets": sets, "evaluation": config["evaluation"]})
+
+
+def get_ablation_input(wildcards):
+    """The ablation of one model: its manifest (base), the fine-tunes of its final
+    checkpoint that the ablation evaluates, and the eval sets' test and train splits."""
+    step = study.final_step(config, wildcards.model)
+    return {
+        "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
+        "models": [
+            f"results/models/{wildcards.model}/{step}/{v['name']}"
+            for v in ABLATION["variants"]
+            if v["name"] != "base"
+        ],
+        "data": [
+            f"resources/data/{name}/{split}.jsonl"
+            for name in ABLATION["eval_sets"]
+            for split in ("train", "test")
+        ],
+    }
+
+
+def get_ablation_spec(wildcards):
+    step = study.final_step(config, wildcards.model)
+    sets = [
+        {
+            "name": name,
+            "task": EVAL_SETS[name]["task"],
+            "test_path": f"resources/data/{name}/test.jsonl",
+            "pool_path": f"resources/data/{name}/train.jsonl",
+            "formats": ["default"],
+        }
+        for name in sorted(ABLATION["eval_sets"])
+    ]
+    variants = [
+        {
+            "name": v["name"],
+            "sets": sorted(v["sets"]),
+            "model": (
+                None
+                if v["name"] == "base"
+                else f"results/models/{wildcards.model}/{step}/{v['name']}"
+            ),
+        }
+        for v in ABLATION["variants"]
+    ]
+    return jsonarg(
+        {
+            "model": wildcards.model,
+            "step": step,
+            "sets": sets,
+            "variants": variants,
+            "methods": ABLATION["methods"],
+            "evaluation": config["evaluation"],
+        }
+    )
+
+
+def get_ablation_predictions(wildcards):
+    """Every model's ablation predictions; none without an analysis.ablation block."""
+    if ABLATION is None:
+        return []
+    return [f"results/ablation/{model}.parquet" for model in config["models"]]
+
+
+def get_ablation_table(wildcards):
+    return [] if ABLATION is None else ["results/tables/ablation.csv"]
 
 
 def get_all_predictions(wildcards):

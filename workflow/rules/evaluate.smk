@@ -24,3 +24,25 @@ rule evaluate:
     shell:
         "ckptsweep evaluate --spec {params.spec:q} {params.model} --threads {threads}"
         " --out {output.predictions:q} > {log:q} 2>&1"
+
+
+# The prediction-method ablation (the paper's Table 2; config analysis.ablation): one job
+# per model, loading the base and each in-domain fine-tune of the final checkpoint once
+# and scoring the classification sets with every method.
+rule ablation:
+    input:
+        unpack(get_ablation_input),
+    output:
+        predictions="results/ablation/{model}.parquet",
+    log:
+        "logs/ablation/{model}.log",
+    benchmark:
+        "benchmarks/ablation/{model}.tsv"
+    conda:
+        "../../envs/eval.yaml"
+    threads: THREADS
+    params:
+        spec=get_ablation_spec,
+    shell:
+        "ckptsweep ablation --spec {params.spec:q} --manifest {input.manifest:q}"
+        " --threads {threads} --out {output.predictions:q} > {log:q} 2>&1"
