@@ -214,3 +214,15 @@ def test_explicit_pairs_must_select_something(imported):
     cfg["cross_task"] = {"x": [{"eval": "nope", "train": "mnli"}]}
     with pytest.raises(ValueError, match="names eval set 'nope'"):
         T.compute_tables(scores, None, cfg)
+
+
+def test_ood_table_warns_about_the_unlabelled_sets(tmp_path):
+    """The release's qqp and stsb numbers are artifacts (gold -1): the OOD table says so."""
+    imported = tmp_path / "amurochar.parquet"
+    main(["import-amurochar", "--perf", str(DATA / "all_perf_table.csv"),
+          "--official", str(DATA / "official_eval_table.csv"), "--out", str(imported)])
+    main(["tables", "--scores", str(imported), "--out", str(tmp_path / "t")])
+    ood = pd.read_csv(tmp_path / "t/mrc_ood.csv").set_index(["train_task", "eval_set"])
+    assert "unlabelled" in ood.loc[("paws", "qqp"), "note"]
+    assert "unlabelled" in ood.loc[("paws", "all"), "note"]
+    assert pd.isna(ood.loc[("mnli", "rte"), "note"])

@@ -69,7 +69,8 @@ def _settings(cfg: Mapping) -> dict:
             "rise_threshold": float(cfg.get("rise_threshold", 0.0)),
             "min_base": float(cfg.get("min_base", 0.01)),
             "cross_task": dict(cfg.get("cross_task") or {}),
-            "gpus_per_job": dict(cfg.get("gpus_per_job") or GPUS_PER_JOB)}
+            "gpus_per_job": dict(cfg.get("gpus_per_job") or GPUS_PER_JOB),
+            "notes": dict(cfg.get("notes") or {})}
 
 
 def _boot(cfg: dict) -> dict:
@@ -190,19 +191,23 @@ def mrc_cross_task(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
 
 
 def mrc_ood(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
-            alpha: float = stats.ALPHA) -> pd.DataFrame:
+            alpha: float = stats.ALPHA, notes: Mapping[str, str] | None = None) -> pd.DataFrame:
     """MRC on each train task's OOD sets (role "ood"): eval_set "all" pools its OOD sets,
-    the other rows break it down per set. Units: (checkpoint, variant, OOD set)."""
+    the other rows break it down per set. Units: (checkpoint, variant, OOD set).
+    ``notes`` (eval set -> text, e.g. "unlabelled in the release") travel into a ``note``
+    column, on the set's own row and on the pooled row it is part of."""
+    notes = notes or {}
     ood = changes[changes["role"] == "ood"]
     rows = []
     for (model, task), g in ood.groupby(["model", "train_task"], sort=True):
+        pooled = "; ".join(f"{e}: {notes[e]}" for e in sorted(set(g["eval_set"])) if e in notes)
         rows.append({"model": model, "train_task": task, "eval_set": "all",
-                     **mrc_stats(g, seed, n_boot, alpha)})
+                     **mrc_stats(g, seed, n_boot, alpha), "note": pooled})
         for eval_set, ge in g.groupby("eval_set", sort=True):
             rows.append({"model": model, "train_task": task, "eval_set": eval_set,
-                         **mrc_stats(ge, seed, n_boot, alpha)})
+                         **mrc_stats(ge, seed, n_boot, alpha), "note": notes.get(eval_set, "")})
     return pd.DataFrame(rows, columns=["model", "train_task", "eval_set", "n", "mrc", "ci_low",
-                                       "ci_high", "p_value", "n_skipped"])
+                                       "ci_high", "p_value", "n_skipped", "note"])
 
 
 def mrc_format(changes_all_formats: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
@@ -550,7 +555,7 @@ def compute_tables(scores: pd.DataFrame, examples: pd.DataFrame | None,
         cross = mrc_cross_task(changes, **boot)
     tables = {
         "mrc_cross_task": cross,
-        "mrc_ood": mrc_ood(changes, **boot),
+        "mrc_ood": mrc_ood(changes, **boot, notes=cfg["notes"]),
         "mrc_format": mrc_format(paired_changes(scores, shots, None, cfg["min_base"]), **boot),
         "pt_ft_groups": pt_ft_groups(units_design, **boot),
     }
