@@ -78,7 +78,11 @@ def test_fine_tunes_get_extra_formats_only_on_their_own_in_domain_set():
     cfg = demo()
     base = study.eval_plan(cfg, "base")
     assert base["nli"] == base["para"] == ["default", "io", "instruct"]
+    assert set(base) == set(study.eval_sets(cfg))
     ft = study.eval_plan(cfg, "nli-lr1e-3-s0")
     assert ft["nli"] == ["default", "io", "instruct"]
-    assert ft["para"] == ft["nli_ood"] == ft["arc_who"] == ["default"]
-    assert set(ft) == set(base)
+    assert ft["para"] == ft["nli_ood"] == ft["summ"] == ["default"]
+    # Task fine-tunes skip the benchmarks; the instruction-tuned model gets only them.
+    benchmarks = {n for n, s in study.eval_sets(cfg).items() if s["role_in"] == "benchmark"}
+    assert benchmarks and not benchmarks & set(ft)
+    assert set(study.eval_plan(cfg, "instruct-lr1e-3-s0")) == benchmarks

@@ -60,14 +60,20 @@ def eval_sets(config: dict) -> dict[str, dict]:
 def eval_plan(config: dict, variant: str) -> dict[str, list[str]]:
     """Eval set -> prompt formats evaluated for one model variant.
 
-    The base model is evaluated in every format of every set; a fine-tune in the extra
-    formats only on its own in-domain set (the paper's format analysis, Figure 5) and in
-    the default format elsewhere, which keeps the grid's cost linear in the formats.
+    As in the paper: the base model is evaluated on every set in every format; a task
+    fine-tune on the task sets (in-domain, OOD, cross-task), in the extra formats only on
+    its own in-domain set (the format analysis, Figure 5); an instruction-tuned model
+    (chat data, the paper's Tulu) on the benchmarks. This keeps the grid's cost linear in
+    the formats and spends nothing on evaluations no analysis reads.
     """
-    own = None if variant == "base" else finetune(config, variant)["dataset"]
+    ft = None if variant == "base" else finetune(config, variant)
+    chat = ft is not None and task_type(ft["task"]).kind == "chat"
     plan = {}
     for name, s in eval_sets(config).items():
-        mine = variant == "base" or (s["of"] == own and s["role_in"] == "id")
+        benchmark = s["role_in"] == "benchmark"
+        if ft is not None and benchmark != chat:
+            continue
+        mine = ft is None or (s["of"] == ft["dataset"] and s["role_in"] == "id")
         plan[name] = s["formats"] if mine else ["default"]
     return plan
 
