@@ -86,3 +86,20 @@ def test_fine_tunes_get_extra_formats_only_on_their_own_in_domain_set():
     benchmarks = {n for n, s in study.eval_sets(cfg).items() if s["role_in"] == "benchmark"}
     assert benchmarks and not benchmarks & set(ft)
     assert set(study.eval_plan(cfg, "instruct-lr1e-3-s0")) == benchmarks
+
+
+def test_a_model_block_can_restrict_its_finetunes():
+    cfg = demo()
+    jsonschema.validate({**cfg, "models": {"tiny": {**cfg["models"]["tiny"],
+                                                    "finetune": ["summ"]}}}, SCHEMA)
+    cfg["models"]["tiny"]["finetune"] = ["summ"]
+    cfg["models"]["tiny"]["finetune"] = ["summ"]
+    assert {f["dataset"] for f in study.finetunes(cfg, "tiny")} == {"summ"}
+    assert study.variants(cfg, "tiny") == ["base", "summ-lr1e-3-s0"]
+    # Without a model, the whole finetune.tasks block (names are unique across models).
+    assert len(study.finetunes(cfg)) == len(study.finetunes(demo()))
+    plan = study.ablation(cfg, "tiny")
+    assert [v["name"] for v in plan["variants"]] == ["base"]
+    cfg["models"]["tiny"]["finetune"] = ["nope"]
+    with pytest.raises(ValueError, match=r"models\.tiny\.finetune: 'nope'"):
+        study.check(cfg)

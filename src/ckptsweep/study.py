@@ -22,12 +22,18 @@ def ft_name(dataset: str, lr: float, seed: int) -> str:
     return f"{dataset}-lr{fmt_lr(lr)}-s{seed}"
 
 
-def finetunes(config: dict) -> list[dict]:
-    """Every fine-tune of one checkpoint: {name, dataset, task, lr, seed, settings}."""
+def finetunes(config: dict, model: str | None = None) -> list[dict]:
+    """Every fine-tune of one checkpoint: {name, dataset, task, lr, seed, settings}.
+
+    With ``model``, only the training datasets that ``models.<model>.finetune`` lists
+    (default: every ``finetune.tasks`` entry)."""
     ft = config.get("finetune", {})
     defaults = ft.get("defaults", {})
+    only = None if model is None else config["models"][model].get("finetune")
     out = []
     for dataset, over in (ft.get("tasks") or {}).items():
+        if only is not None and dataset not in only:
+            continue
         settings = {**defaults, **(over or {})}
         for lr in settings["lr"]:
             for seed in settings["seeds"]:
@@ -78,9 +84,10 @@ def eval_plan(config: dict, variant: str) -> dict[str, list[str]]:
     return plan
 
 
-def variants(config: dict) -> list[str]:
-    """Model variants evaluated at every checkpoint: the base model, then each fine-tune."""
-    return ["base", *[f["name"] for f in finetunes(config)]]
+def variants(config: dict, model: str | None = None) -> list[str]:
+    """Model variants evaluated at every checkpoint of ``model``: the base model, then
+    each of its fine-tunes."""
+    return ["base", *[f["name"] for f in finetunes(config, model)]]
 
 
 def steps(config: dict, model: str) -> list[str]:
@@ -96,9 +103,10 @@ ABLATION_METHODS = ("free", "constrained", "tokenprob", "loglik")
 """Default methods of the prediction-method ablation (``evaluate.METHODS``, paper order)."""
 
 
-def ablation(config: dict) -> dict | None:
+def ablation(config: dict, model: str | None = None) -> dict | None:
     """The prediction-method ablation (the paper's Table 2), or None without an
-    ``analysis.ablation`` block: {methods, eval_sets, variants}.
+    ``analysis.ablation`` block: {methods, eval_sets, variants} (the variants of
+    ``model`` when given).
 
     ``eval_sets`` defaults to the in-domain sets of classification tasks. ``variants``
     lists the base model, evaluated on every ablation set, then each fine-tune whose
@@ -112,7 +120,7 @@ def ablation(config: dict) -> dict | None:
                  [n for n, s in sets.items() if s["kind"] == "classification"
                   and s["role_in"] == "id"])
     variants = [{"name": "base", "sets": names}]
-    for f in finetunes(config):
+    for f in finetunes(config, model):
         own = [n for n in names if sets[n]["of"] == f["dataset"]]
         if own:
             variants.append({"name": f["name"], "sets": own})
@@ -143,7 +151,12 @@ def check(config: dict) -> None:
         if task_type(datasets[dataset]["task"]).kind == "multiple_choice":
             raise ValueError(f"finetune.tasks.{dataset}: multiple-choice benchmarks are "
                              "evaluated only")
+    tasks = config.get("finetune", {}).get("tasks") or {}
     for model, m in config["models"].items():
+        for dataset in m.get("finetune") or []:
+            if dataset not in tasks:
+                raise ValueError(f"models.{model}.finetune: {dataset!r} is not in "
+                                 f"finetune.tasks ({sorted(tasks)})")
         if m["source"] == "pretrain":
             kept = set(m["pretrain"].get("checkpoints", m["steps"]))
             missing = [s for s in m["steps"] if s not in kept]

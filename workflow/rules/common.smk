@@ -35,7 +35,7 @@ def grid():
         (model, step, variant)
         for model in config["models"]
         for step in study.steps(config, model)
-        for variant in study.variants(config)
+        for variant in study.variants(config, model)
     ]
 
 
@@ -137,11 +137,12 @@ def get_ablation_input(wildcards):
     """The ablation of one model: its manifest (base), the fine-tunes of its final
     checkpoint that the ablation evaluates, and the eval sets' test and train splits."""
     step = study.final_step(config, wildcards.model)
+    plan = study.ablation(config, wildcards.model)
     return {
         "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
         "models": [
             f"results/models/{wildcards.model}/{step}/{v['name']}"
-            for v in ABLATION["variants"]
+            for v in plan["variants"]
             if v["name"] != "base"
         ],
         "data": [
@@ -154,6 +155,7 @@ def get_ablation_input(wildcards):
 
 def get_ablation_spec(wildcards):
     step = study.final_step(config, wildcards.model)
+    plan = study.ablation(config, wildcards.model)
     sets = [
         {
             "name": name,
@@ -174,7 +176,7 @@ def get_ablation_spec(wildcards):
                 else f"results/models/{wildcards.model}/{step}/{v['name']}"
             ),
         }
-        for v in ABLATION["variants"]
+        for v in plan["variants"]
     ]
     return jsonarg(
         {
