@@ -22,6 +22,18 @@ Real-hub facts the adapters respect:
   stores its facts that way. Other ARC questions get an empty context.
 - HellaSwag maps ``ctx_a`` to the context and ``ctx_b`` to the question (the world stores
   its facts in ``ctx_a`` and the question sentence in ``ctx_b``); the endings are the choices.
+- RTE (GLUE ``rte``: 0 entailment, 1 not_entailment) is two-way: task type ``nli_binary``.
+- STS-B (GLUE ``stsb``) is a 0-5 similarity score, -1 on the test split: a pair is a
+  paraphrase ("yes") when its score is at least ``threshold`` (an option set in the config;
+  `STSB_THRESHOLD` documents the default).
+- TweetQA hides the answers of its test split (``Answer`` is an empty list): refused as
+  unlabelled. It keeps the first answer.
+- GPT3NLI (``pietrolesci/gpt3_nli``) stores ``text_a``, ``text_b`` and a three-way label in
+  MNLI's order; OpenBookQA's ``question_stem`` and ``answerKey`` work like ARC's, with the
+  ``additional`` config's ``fact1`` as context when present.
+
+Hub datasets reach `prepare_rows` as rows read from their ``save_to_disk`` snapshots
+(`ckptsweep.snapshots`); the synthetic world's raw files take the same path.
 """
 
 from __future__ import annotations
@@ -150,6 +162,74 @@ def hellaswag(record: dict, line: int) -> dict:
             "label": _int_label(record["label"], line, len(record["endings"]))}
 
 
+def xlsum(record: dict, line: int) -> dict:
+    """csebuetnlp/xlsum (english): ``text`` is the article."""
+    return {"id": _own_id(record, "id"), "document": record["text"],
+            "summary": record["summary"]}
+
+
+def cnn_dailymail(record: dict, line: int) -> dict:
+    """abisee/cnn_dailymail 3.0.0: ``article`` and its ``highlights``."""
+    return {"id": _own_id(record, "id"), "document": record["article"],
+            "summary": record["highlights"]}
+
+
+def sciq_qg(record: dict, line: int) -> dict:
+    """SciQ as question generation: the support paragraph + the correct answer -> the
+    question (SciQ as a multiple-choice benchmark is the ``sciq`` schema)."""
+    return {"id": None, "context": record.get("support") or "",
+            "answer": record["correct_answer"], "question": record["question"]}
+
+
+def tweet_qa_qg(record: dict, line: int) -> dict:
+    """ucsbnlp/tweet_qa turned around: tweet + answer -> question."""
+    answers = [a for a in (record.get("Answer") or []) if a and a.strip()]
+    if not answers:
+        raise UnlabelledError(f"line {line}: no answer (TweetQA hides its test answers)")
+    return {"id": _own_id(record, "qid"), "context": record["Tweet"], "answer": answers[0],
+            "question": record["Question"]}
+
+
+def rte(record: dict, line: int) -> dict:
+    """GLUE RTE: 0 entailment, 1 not_entailment (-1 on test)."""
+    return {"id": _own_id(record, "idx"), "premise": record["sentence1"],
+            "hypothesis": record["sentence2"], "label": _int_label(record["label"], line, 2)}
+
+
+def gpt3_nli(record: dict, line: int) -> dict:
+    """pietrolesci/gpt3_nli: text_a, text_b, label in MNLI's order, guid."""
+    return {"id": _own_id(record, "guid"), "premise": record["text_a"],
+            "hypothesis": record["text_b"], "label": _int_label(record["label"], line, 3)}
+
+
+STSB_THRESHOLD = 4.0
+"""Default STS-B score from which a pair counts as a paraphrase: 4 is "mostly equivalent,
+unimportant details differ" in the STS annotation scale, 3 already "roughly equivalent, some
+important information differs". The config sets it (``datasets.stsb.options.threshold``)."""
+
+
+def stsb(record: dict, line: int, threshold: float = STSB_THRESHOLD) -> dict:
+    """GLUE STS-B as paraphrase detection: score >= threshold -> "yes"."""
+    score = record["label"]
+    if score is None or isinstance(score, bool) or float(score) < 0:
+        raise UnlabelledError(f"line {line}: score {score!r} means unlabelled")
+    if float(score) > 5:
+        raise ValueError(f"line {line}: STS-B score {score!r} is outside 0..5")
+    return {"id": _own_id(record, "idx"), "sentence1": record["sentence1"],
+            "sentence2": record["sentence2"], "label": int(float(score) >= threshold)}
+
+
+def openbookqa(record: dict, line: int) -> dict:
+    """allenai/openbookqa (main or additional): question_stem, choices, answerKey."""
+    labels = list(record["choices"]["label"])
+    key = record["answerKey"]
+    if key not in labels:
+        raise ValueError(f"line {line}: answerKey {key!r} is not among choice labels {labels}")
+    return {"id": _own_id(record, "id"), "context": record.get("fact1") or "",
+            "question": record["question_stem"], "choices": list(record["choices"]["text"]),
+            "label": labels.index(key)}
+
+
 ADAPTERS: dict[str, Adapter] = {
     "mnli": mnli,
     "paws": paws,
@@ -161,6 +241,14 @@ ADAPTERS: dict[str, Adapter] = {
     "sciq": sciq,
     "boolq": boolq,
     "hellaswag": hellaswag,
+    "xlsum": xlsum,
+    "cnn_dailymail": cnn_dailymail,
+    "sciq_qg": sciq_qg,
+    "tweet_qa_qg": tweet_qa_qg,
+    "rte": rte,
+    "gpt3_nli": gpt3_nli,
+    "stsb": stsb,
+    "openbookqa": openbookqa,
 }
 
 SCHEMA_TASK: dict[str, str] = {
@@ -174,6 +262,14 @@ SCHEMA_TASK: dict[str, str] = {
     "sciq": "multiple_choice",
     "boolq": "multiple_choice",
     "hellaswag": "multiple_choice",
+    "xlsum": "summarization",
+    "cnn_dailymail": "summarization",
+    "sciq_qg": "question_generation",
+    "tweet_qa_qg": "question_generation",
+    "rte": "nli_binary",
+    "gpt3_nli": "nli",
+    "stsb": "paraphrase",
+    "openbookqa": "multiple_choice",
 }
 """The canonical task type each schema converts to."""
 
@@ -185,9 +281,11 @@ def adapter(schema: str) -> Adapter:
         raise KeyError(f"unknown dataset schema {schema!r}; known: {sorted(ADAPTERS)}") from None
 
 
-def convert(schema: str, record: dict, line: int, dataset: str) -> dict:
-    """One raw record -> its canonical record, with the fallback id filled in."""
-    rec = adapter(schema)(record, line)
+def convert(schema: str, record: dict, line: int, dataset: str,
+            options: dict | None = None) -> dict:
+    """One raw record -> its canonical record, with the fallback id filled in. ``options``
+    are the adapter's keyword options (``datasets.<id>.options``: STS-B's threshold)."""
+    rec = adapter(schema)(record, line, **(options or {}))
     if rec["id"] is None:
         rec["id"] = f"{dataset}-{line}"
     return rec
@@ -208,51 +306,95 @@ def input_text(task: str, record: dict) -> str:
     return "\n".join(parts)
 
 
-def prepare_split(schema: str, task: str, raw_path: Path, out_path: Path, dataset: str,
-                  limit: int | None = None, seed: int = 0) -> int:
-    """Convert a raw jsonl split to canonical jsonl; return the number of records written.
+def check_options(schema: str, options: dict | None) -> None:
+    """Raise naming the schema if ``options`` has a key its adapter does not take."""
+    import inspect
 
-    Every record is validated with ``tasks.check_record``; errors name the dataset, the file
-    and the line. A split whose gold labels are missing (hub -1 / "") is refused as a whole.
-    ``limit`` keeps a seeded random subset of that many records, in file order.
+    params = inspect.signature(adapter(schema)).parameters
+    unknown = sorted(set(options or {}) - set(list(params)[2:]))
+    if unknown:
+        raise ValueError(f"schema {schema!r} takes no option(s) {unknown}; it takes "
+                         f"{list(params)[2:]}")
+
+
+def prepare_rows(schema: str, task: str, rows, dataset: str, split: str, where: str,
+                 limit: int | None = None, seed: int = 0, options: dict | None = None,
+                 exclude: set[str] | None = None) -> list[dict]:
+    """Raw rows (hub schema) of one split -> canonical records.
+
+    Every record is validated with ``tasks.check_record``; errors name the dataset, the
+    split and ``where`` (file or snapshot) with the row's line. A split whose gold labels are
+    missing (hub -1 / "") is refused as a whole. Ids are qualified with the split. Records
+    whose id is in ``exclude`` are dropped (a few-shot pool drawn from the evaluated split).
+    ``limit`` keeps a seeded random subset of that many records, in row order.
     """
-    raw_path, out_path = Path(raw_path), Path(out_path)
     adapter(schema)  # an unknown schema fails here, not as a conversion error on line 1
+    check_options(schema, options)
     expected = SCHEMA_TASK.get(schema)
     if expected is not None and expected != task:
         raise ValueError(f"dataset {dataset!r}: schema {schema!r} converts to task type "
                          f"{expected!r}, but the config says {task!r}")
     ttype = task_type(task)
     records, seen = [], set()
-    with raw_path.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh):
-            if not text.strip():
-                continue
-            where = f"dataset {dataset!r}, {raw_path}:{line + 1}"
-            try:
-                rec = convert(schema, json.loads(text), line, dataset)
-            except UnlabelledError as err:
-                raise ValueError(
-                    f"dataset {dataset!r}, split {raw_path.stem!r} ({raw_path}) has no gold "
-                    f"labels ({err}); name a labelled split in the config") from None
-            except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(f"{where}: cannot convert a {schema!r} record: "
-                                 f"{type(err).__name__}: {err}") from None
-            check_record(ttype, rec, where)
-            # Hub ids are unique within a split only (MNLI's idx restarts at 0 in every
-            # split): qualify them with the split so train and test ids never collide.
-            rec["id"] = f"{raw_path.stem}/{rec['id']}"
-            if rec["id"] in seen:
-                raise ValueError(f"{where}: duplicate id {rec['id']!r}")
-            seen.add(rec["id"])
-            records.append(rec)
+    for line, raw in rows:
+        at = f"dataset {dataset!r}, {where}:{line + 1}"
+        try:
+            rec = convert(schema, raw, line, dataset, options)
+        except UnlabelledError as err:
+            raise ValueError(
+                f"dataset {dataset!r}, split {split!r} ({where}) has no gold labels ({err}); "
+                "name a labelled split in the config") from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{at}: cannot convert a {schema!r} record: "
+                             f"{type(err).__name__}: {err}") from None
+        check_record(ttype, rec, at)
+        # Hub ids are unique within a split only (MNLI's idx restarts at 0 in every
+        # split): qualify them with the split so train and test ids never collide.
+        rec["id"] = f"{split}/{rec['id']}"
+        if rec["id"] in seen:
+            raise ValueError(f"{at}: duplicate id {rec['id']!r}")
+        seen.add(rec["id"])
+        if exclude and rec["id"] in exclude:
+            continue
+        records.append(rec)
     if not records:
-        raise ValueError(f"dataset {dataset!r}: {raw_path} holds no records")
-    if limit is not None and limit < len(records):
-        keep = sorted(random.Random(seed).sample(range(len(records)), limit))
-        records = [records[i] for i in keep]
+        why = " outside the test sample (lower n_test)" if exclude else ""
+        raise ValueError(f"dataset {dataset!r}: {where} holds no records{why}")
+    return subsample(records, limit, seed)
+
+
+def subsample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """A seeded random subset of ``limit`` records, in their original order."""
+    if limit is None or limit >= len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def write_records(records: list[dict], out_path: str | Path) -> int:
+    """Canonical records as jsonl, written to a temporary sibling and renamed."""
+    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", encoding="utf-8") as fh:
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(out_path)
     return len(records)
+
+
+def _jsonl_rows(path: Path):
+    with path.open(encoding="utf-8") as fh:
+        for line, text in enumerate(fh):
+            if text.strip():
+                yield line, json.loads(text)
+
+
+def prepare_split(schema: str, task: str, raw_path: Path, out_path: Path, dataset: str,
+                  limit: int | None = None, seed: int = 0, options: dict | None = None) -> int:
+    """Convert a raw jsonl split to canonical jsonl; return the number of records written.
+    (The workflow reads snapshots instead: `prepare_rows` on their rows.)"""
+    raw_path = Path(raw_path)
+    records = prepare_rows(schema, task, _jsonl_rows(raw_path), dataset, raw_path.stem,
+                           str(raw_path), limit, seed, options)
+    return write_records(records, out_path)

@@ -6,7 +6,7 @@ records, so the hub study and the embedded default share every code path after l
 
 Canonical records (one JSON object per line in ``resources/data/{dataset}/{split}.jsonl``):
 
-- ``nli``:                 id, premise, hypothesis, label (int index into ``labels``)
+- ``nli``, ``nli_binary``: id, premise, hypothesis, label (int index into ``labels``)
 - ``paraphrase``:          id, sentence1, sentence2, label (int index into ``labels``)
 - ``summarization``:       id, document, summary
 - ``question_generation``: id, context, answer, question
@@ -61,6 +61,16 @@ TASK_TYPES: dict[str, TaskType] = {
         TaskType(
             "nli", "classification", ("premise", "hypothesis"), "label",
             labels=("entailment", "neutral", "contradiction"),
+            templates=(
+                ("default", "### Input_1: {premise} ### Input_2: {hypothesis} ### Inference:"),
+                ("io", "{premise} {hypothesis}"),
+                ("instruct", "Consider the following texts: Text 1: {premise} "
+                             "Text 2: {hypothesis} The relation is"),
+            ),
+        ),
+        TaskType(  # two-way NLI (RTE): same prompts, RTE's own label words
+            "nli_binary", "classification", ("premise", "hypothesis"), "label",
+            labels=("entailment", "not_entailment"),
             templates=(
                 ("default", "### Input_1: {premise} ### Input_2: {hypothesis} ### Inference:"),
                 ("io", "{premise} {hypothesis}"),
