@@ -1,5 +1,6 @@
-# Models: pre-train the tiny models of the embedded default, then write the checkpoint
-# manifest (step, tokens, revision, source) that every later job loads through.
+# Models: pre-train the tiny models of the embedded default, or resolve a hub model's
+# steps to branches pinned to commits; write the checkpoint manifest (step, tokens,
+# revision, source) that every later job loads through; fetch hub weights into HF_HOME.
 
 
 rule pretrain:
@@ -23,6 +24,8 @@ rule pretrain:
         " --lines {input.lines:q} --world-info {input.info:q} --threads {threads} --out {output.models:q} > {log:q} 2>&1"
 
 
+# A local rule: resolving hub branches needs the network, which only the submitting node
+# is sure to have; for tiny local models it only reads the pre-training folder.
 rule checkpoints:
     input:
         unpack(get_checkpoint_source),
@@ -30,10 +33,33 @@ rule checkpoints:
         manifest="resources/checkpoints/{model}.tsv",
     log:
         "logs/checkpoints/{model}.log",
+    localrule: True
     conda:
-        "../../envs/train.yaml"
+        "../../envs/data.yaml"
     params:
-        steps=lambda w: study.steps(config, w.model),
+        spec=get_checkpoint_spec,
+        pretrained=lambda w, input: input.get("pretrained", ""),
     shell:
-        "ckptsweep checkpoints --pretrained {input.pretrained:q} --steps {params.steps}"
+        "ckptsweep checkpoints --spec {params.spec:q} --pretrained {params.pretrained:q}"
         " --out {output.manifest:q} > {log:q} 2>&1"
+
+
+# Hub models only: download every pinned commit of the manifest into HF_HOME on the
+# submitting node; compute jobs then load offline (HF_HUB_OFFLINE=1).
+rule prefetch_model:
+    input:
+        manifest="resources/checkpoints/{model}.tsv",
+    output:
+        fetched="resources/prefetch/{model}.json",
+    log:
+        "logs/prefetch_model/{model}.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        trust_remote_code=lambda w: config["models"][w.model].get(
+            "trust_remote_code", False
+        ),
+    shell:
+        "ckptsweep prefetch-model --manifest {input.manifest:q}"
+        " --trust-remote-code {params.trust_remote_code} --out {output.fetched:q} > {log:q} 2>&1"
