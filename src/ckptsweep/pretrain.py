@@ -51,6 +51,35 @@ class PretrainConfig:
     """Initialisation and batch-sampling seed."""
     checkpoints: list[int] = field(default_factory=lambda: [50, 300, 600, 1000])
     """Steps after which the model is saved (the study's checkpoints)."""
+    mixture: dict[str, float] | None = None
+    """Pre-training data mixture: document kind (the corpus' ``kind``: bio, bio_attr_q,
+    bio_who_q, bio_verify, two_people) -> weight. The corpus is resampled to these shares
+    (same number of documents, seeded); None trains on the corpus as it is. The transfer
+    population's mixtures share one world, tokenizer and set of benchmarks."""
+
+
+def mix_documents(docs: list[dict], mixture: dict[str, float], seed: int) -> list[dict]:
+    """``docs`` resampled (with replacement, within each kind) so that each kind's share of
+    the documents is its weight's share of the ``mixture``; same number of documents."""
+    import random
+
+    by_kind: dict[str, list[dict]] = {}
+    for d in docs:
+        if "kind" not in d:
+            raise ValueError("pretrain.mixture needs corpus documents with a 'kind' field "
+                             f"(document {d.get('id')!r} has none); rebuild the world")
+        by_kind.setdefault(d["kind"], []).append(d)
+    total = sum(mixture.values())
+    missing = [k for k, w in mixture.items() if w > 0 and k not in by_kind]
+    if total <= 0 or missing:
+        raise ValueError(f"pretrain.mixture {mixture}: needs a positive total and kinds the "
+                         f"corpus has ({sorted(by_kind)}); missing {missing}")
+    rng = random.Random(seed)
+    out = []
+    for kind, w in sorted(mixture.items()):
+        out += rng.choices(by_kind[kind], k=round(len(docs) * w / total)) if w > 0 else []
+    rng.shuffle(out)
+    return out
 
 
 def build_model(cfg: PretrainConfig, tokenizer):
@@ -86,7 +115,11 @@ def pretrain(corpus: Path, tokenizer_dir: Path, out_dir: Path, cfg: PretrainConf
     if bad:
         raise ValueError(f"pretrain.checkpoints {bad} are outside 1..{cfg.steps} (pretrain.steps)")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    docs = [json.loads(line)["text"] for line in open(corpus)]
+    docs = [json.loads(line) for line in open(corpus)]
+    if cfg.mixture:
+        docs = mix_documents(docs, cfg.mixture, cfg.seed)
+        log(f"mixture {cfg.mixture}: {len(docs)} documents resampled")
+    docs = [d["text"] for d in docs]
     ids = []
     for enc in tokenizer(docs, add_special_tokens=False)["input_ids"]:
         ids.extend(enc)

@@ -10,7 +10,8 @@ facts to the documents stating it).
 
 ``build_world(cfg, out_dir)`` writes::
 
-    out_dir/corpus.jsonl                 {"id": "doc-000123", "text": ..., "facts": [...]}
+    out_dir/corpus.jsonl                 {"id": "doc-000123", "kind": "bio", "text": ...,
+                                          "facts": [...]}
     out_dir/tokenizer_lines.txt          tokenizer-only training lines (markers, label words)
     out_dir/raw/{dataset}/{split}.jsonl  task data in the real hub datasets' schemas
     out_dir/world.json                   config, sizes, pools, persistent facts, collisions
@@ -359,7 +360,7 @@ def make_corpus(cfg: WorldConfig, pools: Pools) -> tuple[list[dict], dict[str, l
             kind = rng.choices(single, single_w)[0]
             name, attrs = who, pools.persistent[who]
         text, facts = _doc(rng, pools, kind, name, attrs)
-        docs.append({"id": doc_id, "text": text, "facts": facts})
+        docs.append({"id": doc_id, "kind": kind, "text": text, "facts": facts})
         if who is not None:
             for f in facts:
                 proponents.setdefault(f, []).append(doc_id)
