@@ -1,0 +1,70 @@
+# Cross-stage transfer (config block `transfer`, Fan et al. 2026): do the population's
+# accuracy and confidence rankings survive SFT? Its members' pre- and post-SFT predictions
+# come from the ordinary finetune and evaluate rules; these two light rules read them
+# (input functions in common.smk).
+TRANSFER_FIGURES = ["transfer_heatmap", "transfer_ranks", "transfer_reliability"]
+TRANSFER_TABLES = [
+    "transfer_metrics",
+    "transfer_correlation",
+    "transfer_benchmarks",
+    "transfer_agreement",
+    "transfer_calibration",
+    "transfer_scales",
+    "transfer_reliability",
+]
+
+
+rule transfer_tables:
+    input:
+        predictions=get_transfer_predictions,
+        gold=lambda w: list(get_transfer_gold(w).values()),
+    output:
+        summary="results/tables/transfer_summary.json",
+        csv=expand("results/tables/{name}.csv", name=TRANSFER_TABLES),
+        html=[
+            report(
+                f"results/tables/{name}.html",
+                caption="../report/transfer_tables.rst",
+                category="Transfer",
+                labels={"table": name},
+            )
+            for name in TRANSFER_TABLES
+        ],
+    log:
+        "logs/transfer_tables/transfer_tables.log",
+    benchmark:
+        "benchmarks/transfer_tables/transfer_tables.tsv"
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        spec=get_transfer_spec,
+        gold=lambda w: get_transfer_gold(w),
+    script:
+        "../scripts/transfer_tables.py"
+
+
+rule transfer_figures:
+    input:
+        summary="results/tables/transfer_summary.json",
+        tables=expand("results/tables/{name}.csv", name=TRANSFER_TABLES),
+    output:
+        figures=[
+            report(
+                f"results/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Transfer",
+                labels={"figure": name},
+            )
+            for name in TRANSFER_FIGURES
+        ],
+        svg=expand("results/figures/{name}.svg", name=TRANSFER_FIGURES),
+    log:
+        "logs/transfer_figures/transfer_figures.log",
+    benchmark:
+        "benchmarks/transfer_figures/transfer_figures.tsv"
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/transfer_figures.py"
