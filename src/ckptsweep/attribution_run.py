@@ -33,14 +33,22 @@ from .attribution_data import (
 from .bm25 import BM25Plus
 
 
-def load_eager(path: str):
+def load_eager(path: str, device: str = "cpu"):
     """A model in eval mode with eager attention (torch.func's vmap has no batching rule
-    for the fused CPU attention kernel), and its tokenizer."""
+    for the fused CPU attention kernel), on ``device``, and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager")
-    return model.eval(), tok
+    return model.to(device).eval(), tok
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def fact_finetune(model, tok, records: list[dict], cfg: FactFinetuneConfig, log=print):
@@ -63,7 +71,7 @@ def fact_finetune(model, tok, records: list[dict], cfg: FactFinetuneConfig, log=
         order = torch.randperm(len(examples), generator=gen).tolist()
         for s in range(0, len(order), cfg.batch_size):
             ids, labels = pad([examples[i] for i in order[s:s + cfg.batch_size]],
-                              tok.pad_token_id)
+                              tok.pad_token_id, next(model.parameters()).device)
             loss = model(input_ids=ids, labels=labels, use_cache=False).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -94,8 +102,9 @@ def pretrain_weights(steps: list[int], pretrain_cfg: dict) -> list[float]:
 class States:
     """Models of the saved states, materialised one at a time."""
 
-    def __init__(self, base, state_dicts=None, paths=None):
+    def __init__(self, base, state_dicts=None, paths=None, device="cpu"):
         self.base, self.state_dicts, self.paths = base, state_dicts, paths
+        self.device = device
 
     def __len__(self):
         return len(self.state_dicts if self.state_dicts is not None else self.paths)
@@ -108,7 +117,7 @@ class States:
                 yield model.eval()
         else:
             for p in self.paths:
-                yield load_eager(p)[0]
+                yield load_eager(p, self.device)[0]
 
 
 def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir: Path,
@@ -121,12 +130,13 @@ def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir:
     table = read_manifest(manifest)
     steps = [str(s) for s in spec["steps"]]
     kind = spec["slice"]
+    device = resolve_device(spec.get("device", "cpu"))
 
     t = time.perf_counter()
     if kind == "finetune":
         cfg = FactFinetuneConfig(**spec.get("finetune", {}))
         final = table[steps[-1]].source
-        base, tok = load_eager(final)
+        base, tok = load_eager(final, device)
         train, proponents = make_finetune_set(world, cfg)
         first_model = base
         tuned = copy.deepcopy(base)
@@ -137,9 +147,9 @@ def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir:
     elif kind == "pretrain":
         train, proponents = corpus_set(Path(corpus), world)
         paths = [table[s].source for s in steps]
-        first_model, tok = load_eager(paths[0])
-        last_model = load_eager(paths[-1])[0]
-        states = States(None, paths=paths)
+        first_model, tok = load_eager(paths[0], device)
+        last_model = load_eager(paths[-1], device)[0]
+        states = States(None, paths=paths, device=device)
         weights = pretrain_weights([int(s) for s in steps], spec.get("pretrain", {}))
         state_names = steps
     else:

@@ -54,14 +54,18 @@ def query_example(tokenizer, prompt: str, answer: str) -> Example:
     return Example(p + a, [IGNORE] * len(p) + a)
 
 
-def pad(batch: list[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(batch: list[Example], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(e.ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
     for i, e in enumerate(batch):
         ids[i, :len(e.ids)] = torch.tensor(e.ids)
         labels[i, :len(e.labels)] = torch.tensor(e.labels)
-    return ids, labels
+    return ids.to(device), labels.to(device)
+
+
+def device_of(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def example_loss(model, params, ids, labels):
@@ -89,7 +93,10 @@ class Projector:
 
     def __call__(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
         first = next(iter(grads.values()))
-        out = torch.zeros(first.shape[0], self.dim, dtype=torch.float32)
+        if first.device != next(iter(self.buckets.values())).device:  # once, to the GPU
+            self.buckets = {k: v.to(first.device) for k, v in self.buckets.items()}
+            self.signs = {k: v.to(first.device) for k, v in self.signs.items()}
+        out = torch.zeros(first.shape[0], self.dim, dtype=torch.float32, device=first.device)
         for name in sorted(grads):
             g = grads[name].reshape(first.shape[0], -1).float()
             out.index_add_(1, self.buckets[name], g * self.signs[name])
@@ -113,7 +120,7 @@ def gradient_chunks(model, examples: list[Example], pad_id: int, chunk: int = 16
 
     per_example = vmap(grad(loss), in_dims=(None, 0, 0))
     for start in range(0, len(examples), chunk):
-        ids, labels = pad(examples[start:start + chunk], pad_id)
+        ids, labels = pad(examples[start:start + chunk], pad_id, device_of(model))
         grads = per_example(params, ids, labels)
         yield start, (projector(grads) if projector is not None else flatten(grads))
 
@@ -140,9 +147,9 @@ def tracin(states, weights: list[float], queries: list[Example], train: list[Exa
         q_norm = q.norm(dim=1).clamp(min=1e-12)
         for start, z in gradient_chunks(model, train, pad_id, chunk, projector):
             d = (q @ z.T).double()
-            dot[:, start:start + len(z)] += w * d
-            cos[:, start:start + len(z)] += w * d / (q_norm[:, None] * z.norm(dim=1).clamp(
-                min=1e-12)[None, :]).double()
+            c = d / (q_norm[:, None] * z.norm(dim=1).clamp(min=1e-12)[None, :]).double()
+            dot[:, start:start + len(z)] += w * d.cpu()
+            cos[:, start:start + len(z)] += w * c.cpu()
         del q
     return dot, cos
 
@@ -153,8 +160,8 @@ def embed(model, examples: list[Example], pad_id: int, batch: int = 64) -> torch
     out = []
     for start in range(0, len(examples), batch):
         chunk = examples[start:start + batch]
-        ids, _ = pad(chunk, pad_id)
-        mask = torch.zeros(ids.shape, dtype=torch.float32)
+        ids, _ = pad(chunk, pad_id, device_of(model))
+        mask = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
         for i, e in enumerate(chunk):
             mask[i, :len(e.ids)] = 1
         hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states[-1]
@@ -164,7 +171,7 @@ def embed(model, examples: list[Example], pad_id: int, batch: int = 64) -> torch
 
 def embedding_scores(model, queries, train, pad_id) -> tuple[torch.Tensor, torch.Tensor]:
     """(dot, cosine) similarity of mean-pooled hidden states, each (queries, train)."""
-    q, z = embed(model, queries, pad_id), embed(model, train, pad_id)
+    q, z = embed(model, queries, pad_id).cpu(), embed(model, train, pad_id).cpu()
     dot = (q @ z.T).double()
     cos = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(z, dim=1).T
     return dot, cos.double()
@@ -176,7 +183,7 @@ def greedy_correct(model, queries: list[Example], pad_id: int, batch: int = 64) 
     out = []
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
-        ids, labels = pad(chunk, pad_id)
+        ids, labels = pad(chunk, pad_id, device_of(model))
         logits = model(input_ids=ids, use_cache=False).logits
         pred = logits[:, :-1].argmax(-1)
         target = labels[:, 1:]
