@@ -187,14 +187,17 @@ def test_single_token_fast_path_equals_general_path(model, tokenizer):
         kw["input_ids"].shape[0]), with_kwargs=True)
     try:
         with torch.inference_mode():
-            fast = continuation_logprobs(model, prompts, conts, 8, 1, share_prefix=True)
+            fast = continuation_logprobs(model, prompts, conts, 8, 1, sharing="sequence")
             assert forwarded == [2]  # one sequence per prompt covers all its labels
-            general = continuation_logprobs(model, prompts, conts, 8, 1, share_prefix=False)
+            general = continuation_logprobs(model, prompts, conts, 8, 1, sharing="none")
             assert forwarded == [2, 5]
+            auto = continuation_logprobs(model, prompts, conts, 8, 1)
+            assert forwarded == [2, 5, 2]  # the default keeps the fast path
     finally:
         hook.remove()
-    for f, g in zip(fast, general, strict=True):
+    for f, g, a in zip(fast, general, auto, strict=True):
         np.testing.assert_allclose(f, g, atol=1e-5)
+        np.testing.assert_allclose(a, g, atol=1e-5)
 
 
 def test_batched_equals_one_by_one(frame, model, tokenizer, sets):

@@ -29,12 +29,26 @@ returns one row per scored example (the per-example predictions of the DAG).
   empty), so confidence and calibration can be computed downstream.
 - Multiple choice: always ``loglik`` (with the same variants), plus
   lm-evaluation-harness's length-normalised ``score_norm``.
+
+  Candidates share their prompt's computation (``EvalConfig.prefix_sharing``, `SHARING`):
+  single-token candidates are all scored by one forward of the prompt, and multi-token
+  ones by the rest of their tokens run on top of the prompt's KV cache, where that pays.
 - Generation: greedy decoding with the KV cache, cut at EOS or the first stop string,
   scored with ROUGE-L F1 (``rouge-score``, imported only when a generation set is scored).
 
 Few-shot demonstrations come from the training pool (``prompts.sample_demos``, seeded per
 example), never from the scored file, and prompts that do not fit the context go through
 ``prompts.build_prompt`` (demonstrations dropped first, then the input cut).
+
+No few-shot prefix is shared between examples, on purpose: each example draws its own
+demonstrations, so the prompts of a block have in common only the template's opening
+before the first demonstration's first field (``### Input_1:``, ``Consider the following
+texts: Text 1:``; nothing for ``io`` and multiple choice), a few tokens of a few hundred,
+less than the cost of expanding a cache to every row. One draw for the whole block would
+share k demonstrations (about k/(k+1) of a k-shot prompt, so up to ~5x less prompt
+compute at 4 shots) but would tie every score of the block to that single draw, whose
+effect on few-shot accuracy is large (Zhao et al., 2021), and change the protocol; the
+study keeps the per-example draw.
 
 With ``EvalConfig.cache_dir`` set, predictions are cached (see `PredictionCache`): a
 re-run computes nothing it has computed before, and any change that can change a
@@ -43,6 +57,7 @@ prediction misses the cache.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -63,9 +78,11 @@ from transformers import GenerationConfig
 from .prompts import Prompt, build_prompt, prompt_hash, sample_demos, target
 from .tasks import TaskType, check_record, gold_text, load_records, task_type
 
-SCORING_VERSION = "2"
+SCORING_VERSION = "3"
 """Part of every prediction-cache key: bump it with any change of this module that can
-change a prediction or a score, so that no cache entry of the old code is served."""
+change a prediction or a score, so that no cache entry of the old code is served.
+3: multi-token candidates scored on the prompt's KV cache (`SHARING`), equal to 2's
+log-probabilities up to float rounding."""
 
 METHODS = ("loglik", "tokenprob", "constrained", "free")
 """Prediction methods of classification sets (``EvalConfig.method``)."""
@@ -175,6 +192,12 @@ class EvalConfig:
     generation_cache: str | None = None
     """``generate``'s ``cache_implementation`` (None: its default dynamic cache; ``static``
     preallocates the KV cache and, on a GPU, compiles the decoding step)."""
+    prefix_sharing: str = "auto"
+    """How the scoring of classification labels and multiple-choice answers shares each
+    prompt's computation between its candidates, one of `SHARING`: ``auto`` runs each
+    prompt once and multi-token candidates on top of its KV cache. A speed switch only:
+    every mode gives the same log-probabilities up to float rounding, so it is not part
+    of the prediction cache's key (like ``batch_size``)."""
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -213,6 +236,22 @@ def logsumexp(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------- model calls
 
 
+SHARING = ("auto", "cache", "sequence", "none")
+"""How `token_logprobs` shares the prompt's computation between candidates
+(``EvalConfig.prefix_sharing``); all give the same log-probabilities up to float rounding.
+
+- ``cache``: each prompt runs once (batched, longest first) and keeps its KV cache; the
+  first token of every candidate is scored from the prompt's last position, and the rest
+  of each multi-token candidate runs on top of the cached prompt (the cache rows expanded
+  per candidate, batched). A batch whose candidates are all single tokens builds no cache.
+- ``sequence``: one forward of prompt + candidate (minus its last token) per candidate;
+  candidates whose sequences coincide share it, which is the single-token fast path (the
+  prompt alone scores every one-token label). Multi-token candidates re-run the prompt.
+- ``none``: one sequence per candidate, nothing shared (the direct computation; tests).
+- ``auto`` (default): per prompt, ``cache`` where it pays (`cache_pays`: the prompt tokens
+  it saves are at least the candidate tokens it runs), else ``sequence``."""
+
+
 def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and attention mask: every sequence ends in the last column."""
     width = max(map(len, seqs))
@@ -224,8 +263,21 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def _last_log_softmax(model, seqs: Sequence[list[int]], keep: int, pad_id: int) -> torch.Tensor:
-    """Log-softmax over the vocabulary at the last ``keep`` positions: [batch, keep, vocab].
+def _right_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask: every sequence starts in the first column."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    return ids, mask
+
+
+def _last_log_softmax(model, seqs: Sequence[list[int]], keep: int, pad_id: int,
+                      use_cache: bool = False) -> tuple[torch.Tensor, object, torch.Tensor]:
+    """Log-softmax over the vocabulary at the last ``keep`` positions: [batch, keep, vocab];
+    with ``use_cache`` also the KV cache of the batch (else None), and the attention mask.
 
     Left padding puts every sequence's end in the same columns, so ``logits_to_keep``
     skips the vocabulary projection (and the memory) of every other position; the
@@ -234,10 +286,10 @@ def _last_log_softmax(model, seqs: Sequence[list[int]], keep: int, pad_id: int) 
     ids, mask = _left_pad(seqs, pad_id)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     device = model.device
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                   position_ids=positions.to(device), logits_to_keep=keep,
-                   use_cache=False).logits
-    return logits.float().log_softmax(-1)
+    mask = mask.to(device)
+    out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device),
+                logits_to_keep=keep, use_cache=use_cache)
+    return out.logits.float().log_softmax(-1), out.past_key_values if use_cache else None, mask
 
 
 def _sequences(prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
@@ -248,11 +300,7 @@ def _sequences(prompts: Sequence[list[int]], continuations: Sequence[Sequence[li
     users: list[list[tuple[int, int]]] = []
     index: dict[tuple, int] = {}
     for i, (prompt, conts) in enumerate(zip(prompts, continuations, strict=True)):
-        if not prompt:
-            raise ValueError(f"prompt {i} has no tokens: nothing to condition on")
         for j, cont in enumerate(conts):
-            if not cont:
-                raise ValueError(f"candidate {j} of prompt {i} has no tokens")
             seq = prompt + cont[:-1]
             key = tuple(seq) if share_prefix else (i, j)
             if key not in index:
@@ -263,35 +311,53 @@ def _sequences(prompts: Sequence[list[int]], continuations: Sequence[Sequence[li
     return seqs, users
 
 
-def token_logprobs(model, prompts: Sequence[list[int]],
-                   continuations: Sequence[Sequence[list[int]]], batch_size: int,
-                   pad_id: int, share_prefix: bool = True) -> list[list[list[float]]]:
-    """Log-probability of every token of each continuation (token ids) given its prompt.
+def _check_inputs(prompts: Sequence[list[int]],
+                  continuations: Sequence[Sequence[list[int]]]) -> None:
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} candidate lists")
+    for i, (prompt, conts) in enumerate(zip(prompts, continuations, strict=True)):
+        if not prompt:
+            raise ValueError(f"prompt {i} has no tokens: nothing to condition on")
+        for j, cont in enumerate(conts):
+            if not cont:
+                raise ValueError(f"candidate {j} of prompt {i} has no tokens")
 
-    ``continuations[i]`` are the candidates of ``prompts[i]``. Each candidate is scored on
-    the sequence prompt + continuation minus its last token (whose logits are never
-    needed). With ``share_prefix``, candidates whose sequences coincide share one forward:
-    that is the fast path of single-token labels, where the prompt alone gives every
-    label's log-probability. Sequences are batched longest first; each batch makes one
-    gather and one device-to-host copy.
-    """
-    seqs, users = _sequences(prompts, continuations, share_prefix)
+
+def _gather(logp: torch.Tensor, picks: list[tuple[int, int, int]]) -> list[float]:
+    """``logp[row, col, token]`` for every pick: one gather, one device-to-host copy."""
+    if not picks:
+        return []
+    index = torch.tensor(picks, device=logp.device).T
+    return logp[index[0], index[1], index[2]].tolist()
+
+
+def _select_cache(cache, rows: torch.Tensor):
+    """A copy of ``cache`` holding its batch rows ``rows`` (repeats allowed), in that order.
+    The layers are copied shallowly and re-indexed, so ``cache`` itself is left as it is
+    (a forward on the copy concatenates new tensors, never writes into the old ones)."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(rows)
+    return selected
+
+
+def _sequence_logprobs(model, prompts, continuations, batch_size, pad_id,
+                       share_prefix) -> list[list[list[float]]]:
+    """``sequence`` and ``none`` sharing (`SHARING`)."""
     out: list[list[list[float]]] = [[[] for _ in conts] for conts in continuations]
+    seqs, users = _sequences(prompts, continuations, share_prefix)
     order = sorted(range(len(seqs)), key=lambda s: -len(seqs[s]))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         keep = max(len(continuations[i][j]) for s in batch for i, j in users[s])
-        logp = _last_log_softmax(model, [seqs[s] for s in batch], keep, pad_id)
-        rows, cols, toks, where = [], [], [], []
+        logp, _, _ = _last_log_softmax(model, [seqs[s] for s in batch], keep, pad_id)
+        picks, where = [], []
         for row, s in enumerate(batch):
             for i, j in users[s]:
                 cont = continuations[i][j]
-                rows += [row] * len(cont)
-                cols += range(keep - len(cont), keep)
-                toks += cont
+                picks += [(row, keep - len(cont) + k, t) for k, t in enumerate(cont)]
                 where.append((i, j, len(cont)))
-        index = torch.tensor([rows, cols, toks], device=logp.device)
-        flat = logp[index[0], index[1], index[2]].tolist()
+        flat = _gather(logp, picks)
         at = 0
         for i, j, n in where:
             out[i][j] = flat[at:at + n]
@@ -299,11 +365,121 @@ def token_logprobs(model, prompts: Sequence[list[int]],
     return out
 
 
+def _cached_logprobs(model, prompts, continuations, batch_size,
+                     pad_id) -> list[list[list[float]]]:
+    """``cache`` sharing (`SHARING`).
+
+    Per batch of prompts (longest first): one forward of the prompts (left-padded, the
+    logits of the last position only) gives every candidate's first token; where some
+    candidate has more tokens, that forward keeps its KV cache, and the candidates' tokens
+    but the last (each distinct one once per prompt) then run on top of it, right-padded
+    after the prompt's last column, in chunks of ``batch_size`` rows, each row with its
+    prompt's cache row, attention mask and position ids that continue the prompt's.
+    """
+    out: list[list[list[float]]] = [[[] for _ in conts] for conts in continuations]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        # Candidate rows: (row of the prompt in the batch, tokens to run after the prompt).
+        tails: dict[tuple[int, tuple[int, ...]], int] = {}
+        for row, i in enumerate(batch):
+            for cont in continuations[i]:
+                if len(cont) > 1:
+                    tails.setdefault((row, tuple(cont[:-1])), len(tails))
+        logp, cache, mask = _last_log_softmax(model, [prompts[i] for i in batch], 1, pad_id,
+                                              use_cache=bool(tails))
+        flat = _gather(logp, [(row, 0, cont[0]) for row, i in enumerate(batch)
+                              for cont in continuations[i]])
+        at = 0
+        for i in batch:
+            for j in range(len(continuations[i])):
+                out[i][j] = [flat[at]]
+                at += 1
+        if not tails:
+            continue
+        lengths = mask.sum(-1)
+        # A torch.compile'd model scores the prompts; the tails, a few tokens per row in
+        # ever-changing shapes (rows and widths of 1 force recompiles), run eagerly.
+        eager = getattr(model, "_orig_mod", model)
+        keys = sorted(tails, key=lambda key: -len(key[1]))
+        where = {key: (n // batch_size, n % batch_size) for n, key in enumerate(keys)}
+        results: list[list[float]] = []
+        for chunk_start in range(0, len(keys), batch_size):
+            chunk = keys[chunk_start:chunk_start + batch_size]
+            rows = torch.tensor([row for row, _ in chunk], device=mask.device)
+            ids, tail_mask = _right_pad([list(tail) for _, tail in chunk], pad_id)
+            tail_mask = tail_mask.to(mask.device)
+            positions = lengths[rows, None] + torch.arange(ids.shape[1], device=mask.device)
+            logits = eager(input_ids=ids.to(mask.device),
+                           attention_mask=torch.cat([mask[rows], tail_mask], dim=1),
+                           position_ids=positions, past_key_values=_select_cache(cache, rows),
+                           use_cache=True).logits
+            results.append(logits.float().log_softmax(-1))
+        picks: dict[int, list] = {}
+        spans = []
+        for row, i in enumerate(batch):
+            for j, cont in enumerate(continuations[i]):
+                if len(cont) > 1:
+                    c, r = where[(row, tuple(cont[:-1]))]
+                    chunk_picks = picks.setdefault(c, [])
+                    spans.append((i, j, c, len(chunk_picks), len(cont) - 1))
+                    chunk_picks += [(r, k, t) for k, t in enumerate(cont[1:])]
+        gathered = {c: _gather(results[c], p) for c, p in picks.items()}
+        for i, j, c, a, n in spans:
+            out[i][j] += gathered[c][a:a + n]
+    return out
+
+
+def cache_pays(prompt: list[int], candidates: Sequence[list[int]]) -> bool:
+    """Whether ``auto`` sharing scores this prompt's candidates on its KV cache: when the
+    prompt tokens that ``sequence`` would re-run (once per distinct sequence but one) are
+    at least the candidate tokens that run on top of the cache. Measured on a CPU (bench/
+    eval_throughput.py): ``cache`` is 1.3-3x faster above that line and up to 1.4x slower
+    well below it (prompts shorter than their answers), and even at it. Prompts whose
+    candidates are all single tokens pass (``cache`` then is the single-token fast path)."""
+    tails = {tuple(c[:-1]) for c in candidates}
+    saved = (len(tails) - 1) * len(prompt)
+    return saved >= sum(map(len, tails))
+
+
+def token_logprobs(model, prompts: Sequence[list[int]],
+                   continuations: Sequence[Sequence[list[int]]], batch_size: int,
+                   pad_id: int, sharing: str = "auto") -> list[list[list[float]]]:
+    """Log-probability of every token of each continuation (token ids) given its prompt.
+
+    ``continuations[i]`` are the candidates of ``prompts[i]``. ``sharing`` (`SHARING`)
+    picks how the prompt's computation is shared between its candidates; every mode gives
+    the log-probabilities of the direct computation (one forward of prompt + candidate)
+    up to float rounding. ``batch_size`` bounds the sequences per forward. Each forward
+    makes one gather and one device-to-host copy.
+    """
+    if sharing not in SHARING:
+        raise ValueError(f"prefix sharing {sharing!r} is not one of {list(SHARING)}")
+    _check_inputs(prompts, continuations)
+    if sharing == "auto":
+        on_cache = [cache_pays(p, c) for p, c in zip(prompts, continuations, strict=True)]
+    else:
+        on_cache = [sharing == "cache"] * len(prompts)
+    out: list[list[list[float]]] = [[] for _ in prompts]
+    for cached in (True, False):
+        subset = [i for i, flag in enumerate(on_cache) if flag == cached]
+        if not subset:
+            continue
+        ps, cs = [prompts[i] for i in subset], [continuations[i] for i in subset]
+        if cached:
+            values = _cached_logprobs(model, ps, cs, batch_size, pad_id)
+        else:
+            values = _sequence_logprobs(model, ps, cs, batch_size, pad_id, sharing != "none")
+        for i, v in zip(subset, values, strict=True):
+            out[i] = v
+    return out
+
+
 def continuation_logprobs(model, prompts: Sequence[list[int]],
                           continuations: Sequence[Sequence[list[int]]], batch_size: int,
-                          pad_id: int, share_prefix: bool = True) -> list[list[float]]:
+                          pad_id: int, sharing: str = "auto") -> list[list[float]]:
     """Summed log-likelihood of each continuation given its prompt (`token_logprobs`)."""
-    per_token = token_logprobs(model, prompts, continuations, batch_size, pad_id, share_prefix)
+    per_token = token_logprobs(model, prompts, continuations, batch_size, pad_id, sharing)
     return [[math.fsum(c) for c in cands] for cands in per_token]
 
 
@@ -542,7 +718,7 @@ def _label_token_logprobs(lm: _Lm, items: list[_Item]) -> list[list[list[list[fl
     """Per item, label and spelling variant: the per-token log-probabilities."""
     conts = [[ids for variants in it.cands for ids in variants] for it in items]
     per_token = token_logprobs(lm.scoring_model, [it.ids for it in items], conts,
-                               lm.cfg.batch_size, lm.pad_id)
+                               lm.cfg.batch_size, lm.pad_id, lm.cfg.prefix_sharing)
     return [_regroup(values, it.cands) for values, it in zip(per_token, items, strict=True)]
 
 
@@ -557,7 +733,7 @@ def _tokenprob_logprobs(lm: _Lm, items: list[_Item]) -> list[list[float]]:
         tokens.append([sorted(s) for s in sets])
     conts = [[[t] for toks in per_label for t in toks] for per_label in tokens]
     values = continuation_logprobs(lm.scoring_model, [it.ids for it in items], conts,
-                                   lm.cfg.batch_size, lm.pad_id)
+                                   lm.cfg.batch_size, lm.pad_id, lm.cfg.prefix_sharing)
     return [[max(v) for v in _regroup(vals, per_label)]
             for vals, per_label in zip(values, tokens, strict=True)]
 
@@ -797,6 +973,8 @@ def _check(sets: list[EvalSet], cfg: EvalConfig) -> None:
         raise ValueError(f"dtype {cfg.dtype!r} is not one of {sorted(DTYPES)}")
     if cfg.method not in METHODS:
         raise ValueError(f"method {cfg.method!r} is not one of {list(METHODS)}")
+    if cfg.prefix_sharing not in SHARING:
+        raise ValueError(f"prefix_sharing {cfg.prefix_sharing!r} is not one of {list(SHARING)}")
     if any(k < 0 for k in cfg.shots):
         raise ValueError(f"shot counts must be >= 0, got {cfg.shots}")
     names = [es.name for es in sets]
