@@ -5,6 +5,13 @@ On a randomly initialised OLMo (no download), with the functions the workflow ru
 - classification: `ckptsweep.evaluate.continuation_logprobs` on ``--cls-len``-token
   prompts with 3 single-token labels each (the shared-prefix fast path: one forward per
   example); examples/s and MFU = 2 × parameters × prompt tokens / time / peak FLOP/s.
+- multiple choice: `ckptsweep.evaluate.continuation_logprobs` on ``--mc-len``-token
+  prompts with ``--mc-choices`` answers of 1 to ``--mc-choice-len`` tokens each, once per
+  prefix-sharing mode (``--mc-sharing``; `ckptsweep.evaluate.SHARING`): ``sequence``
+  re-runs the prompt for every multi-token answer, ``cache`` runs it once and the answers
+  on top of its KV cache. Examples/s and MFU (of the tokens the scores need) per mode, the
+  speed-up over the first mode and the largest difference between the modes'
+  log-likelihoods (float rounding only).
 - generation: `ckptsweep.evaluate.generate_texts` (greedy, KV cache, stop strings) on
   ``--gen-len``-token prompts with ``--new-tokens`` new tokens; examples/s, new tokens/s
   and memory-bandwidth utilisation = (weight bytes + KV-cache bytes read) per decoding
@@ -15,6 +22,7 @@ On a randomly initialised OLMo (no download), with the functions the workflow ru
   ratio of examples/s.
 
     PYTHONPATH=src python3 bench/eval_throughput.py --preset tiny      # CPU
+    PYTHONPATH=src python3 bench/eval_throughput.py --preset small     # CPU, 59M (real vocab)
     PYTHONPATH=src python3 bench/eval_throughput.py --preset olmo1b    # GPU
 
 Imports: torch, transformers and the package only, so it runs on a bare GPU machine.
@@ -23,6 +31,7 @@ Imports: torch, transformers and the package only, so it runs on a bare GPU mach
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -36,11 +45,16 @@ from ckptsweep.evaluate import continuation_logprobs, generate_texts, resolve_de
 PRESETS = {
     "tiny": {"arch": {"vocab_size": 2048, "hidden_size": 128, "intermediate_size": 512,
                       "num_hidden_layers": 2, "num_attention_heads": 4},
-             "cls_examples": 128, "cls_batch": [32], "gen_examples": 32, "gen_batch": [32],
-             "baseline_examples": 4},
+             "cls_examples": 128, "cls_batch": [32], "mc_examples": 64, "mc_batch": [16],
+             "gen_examples": 32, "gen_batch": [32], "baseline_examples": 4},
+    "small": {"arch": {"vocab_size": 50304, "hidden_size": 512, "intermediate_size": 2048,
+                       "num_hidden_layers": 8, "num_attention_heads": 8},
+              "cls_examples": 32, "cls_batch": [8], "mc_examples": 16, "mc_batch": [8],
+              "gen_examples": 8, "gen_batch": [8], "baseline_examples": 2},
     "olmo1b": {"arch": {"vocab_size": 50304, "hidden_size": 2048, "intermediate_size": 8192,
                         "num_hidden_layers": 16, "num_attention_heads": 16},
-               "cls_examples": 2048, "cls_batch": [64, 128], "gen_examples": 512,
+               "cls_examples": 2048, "cls_batch": [64, 128], "mc_examples": 1024,
+               "mc_batch": [32, 64], "gen_examples": 512,
                "gen_batch": [256, 512], "baseline_examples": 16},
 }
 PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
@@ -114,6 +128,39 @@ def bench_classification(model, args, batch: int, device, params: int, peak) -> 
             "examples_per_s": len(ps) / secs, "mfu": flops / peak if peak else None}
 
 
+def mc_candidates(n: int, choices: int, max_len: int, vocab: int,
+                  seed: int) -> list[list[list[int]]]:
+    """Per example, ``choices`` answers of 1 to ``max_len`` random tokens."""
+    rng = random.Random(seed)
+    return [[[rng.randrange(4, vocab) for _ in range(rng.randint(1, max_len))]
+             for _ in range(choices)] for _ in range(n)]
+
+
+def bench_multiple_choice(model, args, batch: int, device, params: int, peak) -> list[dict]:
+    """Multiple-choice scoring, once per prefix-sharing mode, on the same examples. MFU
+    counts the work the scores need (2 × parameters × (prompt tokens + answer tokens
+    but the last of each)), so it is the same numerator for every mode."""
+    vocab = model.config.vocab_size
+    ps = prompts(args.mc_examples, args.mc_len, vocab, seed=3, lo=args.mc_min_len)
+    cands = mc_candidates(len(ps), args.mc_choices, args.mc_choice_len, vocab, seed=4)
+    runs, values = [], {}
+    for sharing in args.mc_sharing:
+        run = lambda s=sharing: continuation_logprobs(model, ps, cands, batch, 1, s)  # noqa: E731
+        run()  # warm-up (and compile)
+        values[sharing], secs = timed(run, device)
+        needed = sum(map(len, ps)) + sum(len(c) - 1 for cs in cands for c in cs)
+        runs.append({"batch": batch, "sharing": sharing, "examples": len(ps), "seconds": secs,
+                     "examples_per_s": len(ps) / secs,
+                     "mfu": 2 * params * needed / secs / peak if peak else None})
+    first = values[args.mc_sharing[0]]
+    for r in runs:
+        r["max_abs_diff"] = max(abs(a - b)
+                                for xs, ys in zip(first, values[r["sharing"]], strict=True)
+                                for a, b in zip(xs, ys, strict=True))
+        r["speedup"] = r["examples_per_s"] / runs[0]["examples_per_s"]
+    return runs
+
+
 def kv_bytes_per_token(model) -> int:
     c = model.config
     head_dim = c.hidden_size // c.num_attention_heads
@@ -181,18 +228,30 @@ def main() -> None:
     p.add_argument("--cls-examples", type=int)
     p.add_argument("--cls-batch", type=int, nargs="+")
     p.add_argument("--compile", action="store_true",
-                   help="also time classification with torch.compile(model)")
+                   help="also time classification and multiple choice with "
+                   "torch.compile(model)")
+    p.add_argument("--mc-len", type=int, default=256)
+    p.add_argument("--mc-min-len", type=int, help="random prompt lengths from this to "
+                   "--mc-len; default: all --mc-len")
+    p.add_argument("--mc-choices", type=int, default=4)
+    p.add_argument("--mc-choice-len", type=int, default=16,
+                   help="answers of 1 to this many tokens")
+    p.add_argument("--mc-examples", type=int)
+    p.add_argument("--mc-batch", type=int, nargs="+")
+    p.add_argument("--mc-sharing", nargs="+", default=["sequence", "cache"],
+                   help="prefix-sharing modes to time, the first one the reference")
     p.add_argument("--gen-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=60)
     p.add_argument("--gen-examples", type=int)
     p.add_argument("--gen-batch", type=int, nargs="+")
     p.add_argument("--cache-implementation", help="generate's cache, e.g. static")
     p.add_argument("--baseline-examples", type=int)
-    p.add_argument("--skip", nargs="*", default=[], choices=["cls", "gen", "baseline"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["cls", "mc", "gen", "baseline"])
     p.add_argument("--out", help="also write the results as JSON here")
     args = p.parse_args()
     preset = PRESETS[args.preset]
-    for key in ("cls_examples", "cls_batch", "gen_examples", "gen_batch", "baseline_examples"):
+    for key in ("cls_examples", "cls_batch", "mc_examples", "mc_batch", "gen_examples",
+                "gen_batch", "baseline_examples"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     device = resolve_device(args.device)
@@ -203,13 +262,14 @@ def main() -> None:
     params = sum(q.numel() for q in model.parameters())  # the tied head counted once
     weight_bytes = sum(q.numel() * q.element_size() for q in model.parameters())
     result = {"preset": args.preset, "device": name, "dtype": str(dtype), "params": params,
-              "torch": torch.__version__, "classification": [], "generation": []}
+              "torch": torch.__version__, "classification": [], "multiple_choice": [],
+              "generation": []}
     print(f"{name}, {dtype}, {params / 1e6:.1f}M parameters, attention "
           f"{model.config._attn_implementation}", flush=True)
 
     with torch.inference_mode():
+        runs = [("eager", model)] + [("compiled", torch.compile(model))] * args.compile
         if "cls" not in args.skip:
-            runs = [("eager", model)] + [("compiled", torch.compile(model))] * args.compile
             for label, m in runs:
                 for batch in args.cls_batch:
                     r = {"mode": label, **bench_classification(m, args, batch, device, params,
@@ -217,6 +277,15 @@ def main() -> None:
                     result["classification"].append(r)
                     print(f"classification {label} batch {batch}: {r['examples_per_s']:.1f} "
                           f"examples/s, MFU {fmt(r['mfu'])}", flush=True)
+        if "mc" not in args.skip:
+            for (label, m), batch in itertools.product(runs, args.mc_batch):
+                for r in bench_multiple_choice(m, args, batch, device, params, peak):
+                    r = {"mode": label, **r}
+                    result["multiple_choice"].append(r)
+                    print(f"multiple choice {label} {r['sharing']} batch {batch}: "
+                          f"{r['examples_per_s']:.1f} examples/s ({r['speedup']:.2f}x), "
+                          f"MFU {fmt(r['mfu'])}, max |diff| {r['max_abs_diff']:.1e}",
+                          flush=True)
         if "gen" not in args.skip:
             for batch in args.gen_batch:
                 r = bench_generation(model, tok, args, batch, device, weight_bytes, bw)
