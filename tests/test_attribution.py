@@ -80,15 +80,21 @@ def _world():
 
 
 def test_finetune_set_states_each_fact_in_its_proponents():
-    records, props = make_finetune_set(_world(), FactFinetuneConfig(people=5, distractors=20))
+    cfg = FactFinetuneConfig(people=5, distractors=20, mixed=30)
+    records, props = make_finetune_set(_world(), cfg)
     by_id = {r["id"]: r for r in records}
-    assert len(props) == 25 and len(records) == 5 * 8 + 20
+    assert len(props) == 25 and len(records) == 5 * 8 + 20 + 30
+    decoys = 0
     for fid, ids in props.items():
         q = query_for(fid)
+        name = fid.split("|")[0]
         for i in ids:
             assert fid in by_id[i]["facts"] and q["answer"] in by_id[i]["text"]
-    assert make_finetune_set(_world(), FactFinetuneConfig(people=5, distractors=20)) == \
-        (records, props)
+        # lexical decoys: name and answer together in an example that is not a proponent
+        decoys += sum(1 for r in records if r["id"] not in ids and
+                      name in r["text"].split() and f"{q['answer']}." in r["text"].split())
+    assert decoys > 0
+    assert make_finetune_set(_world(), cfg) == (records, props)
 
 
 def test_candidate_sets_always_contain_the_true_proponents():

@@ -41,8 +41,13 @@ class FactFinetuneConfig:
     """Abstracts about each of them."""
     facts_per_doc: int = 3
     """Facts stated in each abstract (at most 5)."""
-    distractors: int = 100
+    distractors: int = 50
     """Abstracts about other pool people with fresh attributes (hard negatives)."""
+    mixed: int = 100
+    """Lexical decoys: abstracts stating one fact of a fine-tune person next to another
+    pool person who shares that fine-tune person's value of a *different* attribute
+    ("Kalo is a baker. Mira lives in Yarcor." for Kalo's fact "Kalo lives in Yarcor"), so
+    the query's name and answer co-occur in an example that does not state its fact."""
     epochs: int = 12
     """Passes over the abstracts."""
     batch_size: int = 8
@@ -99,17 +104,27 @@ def make_finetune_set(world: dict, cfg: FactFinetuneConfig) -> tuple[list[dict],
         p = rng.choice(others)
         docs.append((p, {a: rng.choice(values[a]) for a in ATTRS},
                      rng.sample(ATTRS, cfg.facts_per_doc)))
+    for _ in range(cfg.mixed):
+        p, o = rng.choice(people), rng.choice(others)
+        a, b = rng.sample(ATTRS, 2)
+        docs.append((p, fixed[p], [a], o, {b: fixed[p][b]}))
     rng.shuffle(docs)
 
     records, proponents = [], {}
-    for i, (p, attrs, chosen) in enumerate(docs):
+    for i, (p, attrs, chosen, *decoy) in enumerate(docs):
         rid = f"ft-{i:05d}"
-        text = " ".join(fact(a, p, attrs[a], rng.choice(ALL_FORMS)) for a in chosen)
+        sents = [fact(a, p, attrs[a], rng.choice(ALL_FORMS)) for a in chosen]
         facts = [fact_id(p, a, attrs[a]) for a in chosen]
-        records.append({"id": rid, "text": text, "facts": facts,
-                        "answers": [attrs[a] for a in chosen]})
+        answers = [attrs[a] for a in chosen]
+        if decoy:  # the other person's fact, sharing a value with p's other attribute
+            o, oattrs = decoy
+            sents += [fact(b, o, v, rng.choice(ALL_FORMS)) for b, v in oattrs.items()]
+            facts += [fact_id(o, b, v) for b, v in oattrs.items()]
+            answers += list(oattrs.values())
+        text = " ".join(sents)
+        records.append({"id": rid, "text": text, "facts": facts, "answers": answers})
         if p in fixed:
-            for f in facts:
+            for f in facts[:len(chosen)]:
                 proponents.setdefault(f, []).append(rid)
     return records, dict(sorted(proponents.items()))
 
