@@ -14,6 +14,12 @@ whatever the micro-batch, so a state written by attempt 1 stays valid for an OOM
 that halves the micro-batch (the weights then agree within float tolerance, not bit for
 bit: the summation order changes). A state written for other settings or other data is
 discarded with a log line.
+
+Several GPUs: the same loop, launched once per GPU by torchrun (``gpus`` > 1: the CLI
+re-launches itself), with the model sharded over the processes (FSDP2, ZeRO-3-like) and
+each optimizer step's examples split between them; the update is the one-process update
+of the same global batch. `ckptsweep.distributed` holds what differs, and why FSDP2 rather
+than DeepSpeed.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from . import distributed
+from .distributed import Labels, shares
 from .models import save
 from .progress import Progress
 from .prompts import chat_segments, render, target
@@ -42,7 +50,7 @@ STATE_FILE = "state.pt"
 # Settings that change how a step is computed but not what it computes: a resume state
 # written under other values of these is still valid.
 RUNTIME_ONLY = ("batch_size", "grad_accum", "save_every", "device", "attn_implementation",
-                "compile", "packing")
+                "compile", "packing", "gpus", "sharding")
 
 # Dense bf16 tensor-core peak per GPU, for MFU (first match of the device name wins).
 PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
@@ -83,6 +91,15 @@ class FinetuneConfig:
     """torch.compile the transformer body (GPU: faster steps after a compile of ~1 min)."""
     packing: bool = False
     """Concatenate each micro-batch into one row, no padding; attention stays per example."""
+    gpus: int = 1
+    """Processes (GPUs) of the fine-tune: above 1, `ckptsweep finetune` re-launches itself
+    under torchrun and the model is sharded over them (see `ckptsweep.distributed`). The
+    effective batch stays the job's: each process takes its share of every optimizer
+    step's examples, in micro-batches of at most ``batch_size``."""
+    sharding: str = "zero3"
+    """With ``gpus`` > 1: "zero3" (weights, gradients and AdamW state all sharded) or
+    "zero2" (a layer's gathered weights kept from forward to backward: more memory, less
+    communication)."""
 
     @property
     def effective_batch(self) -> int:
@@ -299,17 +316,23 @@ def make_optimizer(model, cfg: FinetuneConfig, device: str):
                              **fused)
 
 
-def train_step(model, body, examples, group, cfg, pad_id, device, autocast):
+def train_step(model, body, examples, group, cfg, pad_id, device, autocast, ctx=None):
     """Forward and backward over one optimizer step's examples, in micro-batches of
-    ``cfg.batch_size``; returns (summed loss tensor, non-pad tokens)."""
+    ``cfg.batch_size``; returns (summed loss tensor, non-pad tokens). With a distributed
+    ``ctx``, over this rank's share of them (``model`` is then the sharded step module)."""
     import torch
 
-    # Normalise by the completion tokens of the whole optimizer step, so that
-    # accumulation gives the same gradient as one big batch.
+    # Normalise by the completion tokens of the whole optimizer step, of every rank (each
+    # rank sees the whole group), so that accumulation, and the sum of the ranks'
+    # gradients, give the same gradient as one big batch in one process.
     n_target = sum(sum(y != IGNORE for y in examples[i][1]) for i in group)
     step_loss, tokens = torch.zeros((), device=device), 0
-    for k in range(0, len(group), cfg.batch_size):
-        batch = [examples[i] for i in group[k:k + cfg.batch_size]]
+    rank, world = (ctx.rank, ctx.world) if ctx is not None else (0, 1)
+    for micro in shares(group, cfg.batch_size, rank, world):
+        # A rank whose share ran out computes one example at weight 0: a sharded model's
+        # forward and backward are collective, every rank must run as many.
+        weight = 1.0 if micro else 0.0
+        batch = [examples[i] for i in micro or group[:1]]
         # The labels stay on the CPU: completion_loss picks the labelled positions there.
         if cfg.packing:
             ids, labels, pos = pack(batch)
@@ -317,8 +340,14 @@ def train_step(model, body, examples, group, cfg, pad_id, device, autocast):
         else:
             ids, labels, mask = collate(batch, pad_id)
             ids, mask, pos, tokens = ids.to(device), mask.to(device), None, tokens + int(mask.sum())
+        if not micro:
+            tokens -= int(ids.numel() if mask is None else mask.sum())
         with autocast:
-            loss = completion_loss(model, ids, labels, mask, pos, body) / n_target
+            if ctx is None:
+                loss = completion_loss(model, ids, labels, mask, pos, body) / n_target
+            else:
+                loss = model(ids, mask, pos, labels=Labels(labels), body=body) * (weight
+                                                                                  / n_target)
         loss.backward()
         step_loss += loss.detach()
     return step_loss, tokens
@@ -338,14 +367,29 @@ def finetune(model, tokenizer, task: TaskType, records: list[dict], cfg: Finetun
 
 def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: FinetuneConfig,
           out_dir: Path, log=print, resume_dir: Path | None = None) -> dict:
-    """The loop of `finetune`, on encoded (input_ids, labels) examples."""
+    """The loop of `finetune`, on encoded (input_ids, labels) examples.
+
+    Launched by torchrun (as several processes, one per GPU), the same loop trains data
+    parallel: the model is sharded (`distributed.shard`), each rank computes its share of
+    every optimizer step, and only rank 0 logs and writes the model."""
+    if not distributed.launched():
+        return _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, None)
+    ctx = distributed.Context.start(cfg.device)
+    try:
+        return _train(model, tokenizer, examples, cfg, out_dir,
+                      log if ctx.rank == 0 else None, resume_dir, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> dict:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     log = log or (lambda _: None)
     if not examples:
         raise ValueError("no training examples")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if ctx is None else ctx.device
     model.to(device)
     if model.config._attn_implementation != cfg.attn_implementation:
         model.set_attn_implementation(cfg.attn_implementation)
@@ -353,13 +397,22 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: Fi
     per_epoch = math.ceil(len(examples) / eff)
     total = math.ceil(per_epoch * cfg.epochs)
     fp = fingerprint(cfg, examples, model)
+    if ctx is not None:
+        # A sharded state is not a one-process one (and vice versa): distinct fingerprints.
+        fp = hashlib.sha256((fp + "|sharded").encode()).hexdigest()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    opt = make_optimizer(model, cfg, device)
+    # ``step`` computes a micro-batch's loss: the model itself, or its sharded wrapper.
+    step = None if ctx is None else distributed.shard(model, completion_loss, cfg.sharding,
+                                                      device, ctx.world)
+    opt = make_optimizer(model, cfg, device)  # after sharding: over this rank's shards
     sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup * total), total)
     state = TrainState()
-    if resume_dir is not None:
+    if resume_dir is not None and ctx is None:
         state = load_state(Path(resume_dir), model, opt, sched, rng, fp, device, log)
+    elif resume_dir is not None:
+        state = distributed.load_state(ctx, Path(resume_dir), model, opt, sched, rng, fp, log,
+                                       TrainState)
     # On CUDA the matrix products run in bf16 while the weights, their gradients and the
     # AdamW moments stay fp32 ("master weights"): the paper's updates are ~lr = 2e-6 of a
     # weight, below bf16's resolution (8 mantissa bits, ~4e-3 relative), so updates
@@ -382,8 +435,12 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: Fi
                 state.pos = 0
             steps = [state.order[i:i + eff] for i in range(0, len(state.order), eff)]
             while state.pos < len(steps) and state.step < total:
-                loss, tokens = train_step(model, body, examples, steps[state.pos], cfg,
-                                          tokenizer.pad_token_id, device, autocast)
+                loss, tokens = train_step(model if ctx is None else step, body, examples,
+                                          steps[state.pos], cfg, tokenizer.pad_token_id,
+                                          device, autocast, ctx)
+                stopping = stop.is_set()
+                if ctx is not None:  # every rank: the step's loss and tokens, and stops
+                    loss, tokens, stopping = ctx.sum_step(loss, tokens, stopping)
                 loss = loss.item()
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"fine-tuning loss is {loss} at step "
@@ -397,11 +454,14 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: Fi
                 state.step += 1
                 state.pos += 1
                 progress.update(state.step, loss=loss, lr=sched.get_last_lr()[0])
-                if state.step < total and (stop.is_set() or (
+                if state.step < total and (stopping or (
                         cfg.save_every and state.step % cfg.save_every == 0)):
-                    if resume_dir is not None:
+                    if resume_dir is not None and ctx is None:
                         save_state(Path(resume_dir), state, model, opt, sched, rng, fp)
-                    if stop.is_set():
+                    elif resume_dir is not None:
+                        distributed.save_state(ctx, Path(resume_dir), state, model, opt,
+                                               sched, rng, fp)
+                    if stopping:
                         where = (f"state saved to {resume_dir}; a re-run resumes from it"
                                  if resume_dir is not None else "no resume dir: no state saved")
                         raise Interrupted(f"SIGTERM: stopped after step {state.step} of "
@@ -415,14 +475,21 @@ def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: Fi
     stats = {"steps": total, "examples": len(examples), "tokens": state.tokens,
              "seconds": seconds, "resumed_at_step": first_step, "first_loss": losses[0],
              "final_loss": sum(losses[-20:]) / len(losses[-20:])}
-    run = throughput(model, state.tokens - first_tokens, seconds, device)
+    run = throughput(model, state.tokens - first_tokens, seconds, device,
+                     1 if ctx is None else ctx.world)
     stats["tokens_per_s"] = run["tokens_per_s"]
     log(f"fine-tuned {total} steps in {seconds:.1f}s, loss {stats['first_loss']:.3f} -> "
         f"{stats['final_loss']:.3f}; throughput {json.dumps(run)}")
-    save(model, tokenizer, out_dir, {
-        "finetune.json": {"config": asdict(cfg), "stats": stats, "losses": losses},
-        "throughput.json": run})
-    if resume_dir is not None:
+    files = {"finetune.json": {"config": asdict(cfg), "stats": stats, "losses": losses},
+             "throughput.json": run}
+    if ctx is None:
+        save(model, tokenizer, out_dir, files)
+    else:  # gathered on rank 0 (every rank takes part), written by it alone
+        full = distributed.full_state_dict(model)
+        if ctx.rank == 0:
+            save(distributed.Gathered(model, full), tokenizer, out_dir, files)
+        ctx.barrier()
+    if resume_dir is not None and (ctx is None or ctx.rank == 0):
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
     return stats
 
@@ -447,13 +514,15 @@ def peak_flops(device: str) -> tuple[str, float | None]:
     return name, next((peak for key, peak in PEAK_FLOPS if key in name), None)
 
 
-def throughput(model, tokens: int, seconds: float, device: str) -> dict:
-    """Tokens/s, MFU (6 × parameters × non-pad tokens / time / peak) and peak memory."""
+def throughput(model, tokens: int, seconds: float, device: str, processes: int = 1) -> dict:
+    """Tokens/s, MFU (6 × parameters × non-pad tokens / time / peak) and peak memory (of
+    this process). Over ``processes`` GPUs the peak is theirs together."""
     import resource
 
     import torch
 
     name, peak = peak_flops(device)
+    peak = peak * processes if peak else peak
     achieved = 6 * flop_params(model) * tokens / max(seconds, 1e-9)
     if device.startswith("cuda"):
         memory, kind = torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
@@ -464,4 +533,5 @@ def throughput(model, tokens: int, seconds: float, device: str) -> dict:
             "flop_params": flop_params(model), "tflops_per_s": round(achieved / 1e12, 3),
             "peak_tflops_per_s": peak / 1e12 if peak else None,
             "mfu": round(achieved / peak, 4) if peak else None,
-            "peak_memory_gib": round(memory / 2**30, 3), "memory": kind}
+            "peak_memory_gib": round(memory / 2**30, 3), "memory": kind,
+            **({"processes": processes} if processes > 1 else {})}
