@@ -7,8 +7,10 @@ Fact tracing needs, for every query fact, the training examples that state it. T
 - **finetune** (FTRACE's "fine-tune-learned" slice): a closed-book fact fine-tune. A few
   pool people get fixed attributes that the corpus never gave them; short "abstracts"
   state 2-3 of those facts each, mixed with distractor abstracts about other pool people
-  with fresh attributes (which no model can memorise). The fine-tune on these abstracts
-  is what teaches the facts, so the abstracts stating a fact are its true proponents.
+  with fresh attributes (which no model can memorise) and lexical decoys (a fine-tune
+  person's fact beside another person who has that person's answer to another question).
+  The fine-tune on these abstracts is what teaches the facts, so the abstracts stating a
+  fact are its true proponents.
 
 Both slices share one record shape. A training example is
 ``{"id", "text", "facts": [fact ids], "answers": [values]}`` and a query is
