@@ -248,7 +248,11 @@ def test_schema_names_a_missing_label(demo):
 
 
 def test_datadecide_example_config_is_consistent():
+    from snakemake.utils import validate
+
     cfg = yaml.safe_load((ROOT / "config/transfer_datadecide.yaml").read_text())
+    validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    study.check(cfg)
     members = transfer_config.members(cfg)
     assert len({m["mixture"] for m in members}) >= 4
     assert len({m["scale"] for m in members}) >= 2
@@ -270,3 +274,15 @@ def test_mixture_resamples_document_kinds_to_the_weights():
         mix_documents(docs, {"bio_verify": 1.0}, 0)
     with pytest.raises(ValueError, match="kind"):
         mix_documents([{"id": "x", "text": "t"}], {"bio": 1.0}, 0)
+
+
+def test_spread_against_noise_tells_signal_from_chance():
+    pop = transfer.Population(population(), ["s", "l"], 10)
+    spread, noise = transfer.spread_and_noise(pop, ["b1"], transfer.ALL, "accuracy")
+    assert spread > 3 * noise  # planted levels 0.3 .. 0.8, 200 examples each
+    flat = population(n_examples=100)
+    flat["accuracy"] = (np.random.default_rng(1).random(len(flat)) < 0.5).astype(float)
+    pop = transfer.Population(flat, ["s", "l"], 10)
+    spread, noise = transfer.spread_and_noise(pop, ["b1"], transfer.ALL, "accuracy")
+    assert spread < 2 * noise
+    assert math.isnan(transfer.spread_and_noise(pop, ["b1"], "s", "ece")[1])

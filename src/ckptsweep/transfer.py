@@ -334,19 +334,36 @@ def _units(pop: Population) -> list[tuple[str, str, list[str]]]:
     return units
 
 
+def spread_and_noise(pop: Population, benchmarks: Sequence[str], scale: str, metric: str,
+                     stage: str = "pre") -> tuple[float, float]:
+    """How far apart the members are (SD of their values) against how far apart sampling
+    alone would put them (the mean standard error of one member's value over the
+    examples). A spread not well above the noise means the ranking is mostly noise, and
+    noise that the same examples carry into both stages can still correlate."""
+    rows = pop.select(scale)
+    spread = float(np.std(pop.score(stage, benchmarks, metric, rows), ddof=1))
+    if metric not in PER_EXAMPLE:
+        return spread, float("nan")
+    se = np.mean([pop.values[(stage, b)][metric][rows].std(axis=-1, ddof=1).mean()
+                  / np.sqrt(pop.values[(stage, b)][metric].shape[1]) for b in benchmarks])
+    return spread, float(se / np.sqrt(len(benchmarks)))
+
+
 def cross_stage(pop: Population, metrics: Sequence[str], seed: int, n_boot: int,
                 alpha: float) -> pd.DataFrame:
     """Pre- vs post-SFT rank correlation per unit (benchmark, category, all), scale (each
-    and pooled) and metric."""
+    and pooled) and metric, with the pre-SFT spread and noise (`spread_and_noise`)."""
     rows = []
     for kind, unit, benches in _units(pop):
         for scale in [*pop.scales, ALL]:
             for metric in metrics:
+                spread, noise = spread_and_noise(pop, benches, scale, metric)
                 rows.append({"unit_type": kind, "unit": unit,
                              "category": pop.category[unit] if kind == "benchmark" else "",
                              "scale": scale, "metric": metric,
                              **correlate(pop, benches, scale, metric, seed=seed,
-                                         n_boot=n_boot, alpha=alpha)})
+                                         n_boot=n_boot, alpha=alpha),
+                             "spread_pre": spread, "noise_pre": noise})
     return pd.DataFrame(rows)
 
 

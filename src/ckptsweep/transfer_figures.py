@@ -51,10 +51,13 @@ def fig_heatmap(corr: pd.DataFrame, out: Path) -> list[Path]:
         grid.index = [r.split(":", 1)[1] if r.startswith("benchmark:") else
                       f"[{r.split(':', 1)[1]}]" for r in grid.index]
         sns.heatmap(grid, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", annot=True, fmt=".2f",
-                    cbar=ax is axes[0][-1], linewidths=0.5, annot_kws={"size": 8})
-        ax.set_title(f"{metric}: Spearman pre vs post SFT")
+                    cbar=ax is axes[0][-1], linewidths=0.5, annot_kws={"size": 8},
+                    yticklabels=ax is axes[0][0])
+        ax.set_title(metric)
         ax.set_xlabel("scale")
         ax.set_ylabel("benchmark / [category]" if ax is axes[0][0] else "")
+    fig.suptitle("Spearman correlation, pre- vs post-SFT ranking of the members")
+    fig.tight_layout()
     return _save(fig, out, "transfer_heatmap")
 
 
@@ -65,6 +68,8 @@ def fig_ranks(metrics: pd.DataFrame, corr: pd.DataFrame, out: Path,
     scales = _scales(m)
     mixtures = sorted(m["mixture"].astype(str).unique())
     colors = dict(zip(mixtures, sns.color_palette("colorblind", len(mixtures)), strict=True))
+    steps = sorted(m["step"].unique(), key=lambda s: (len(s), s))
+    markers = dict(zip(steps, "osD^vP*X" * len(steps), strict=False))
     fig, axes = plt.subplots(len(scales), len(benches), figsize=(2.8 * len(benches),
                                                                  2.8 * len(scales)),
                              squeeze=False)
@@ -77,7 +82,8 @@ def fig_ranks(metrics: pd.DataFrame, corr: pd.DataFrame, out: Path,
             rank = w.rank(method="average", ascending=False)
             for member, r in rank.iterrows():
                 ax.scatter(r["pre"], r["post"], color=colors[str(info.loc[member, "mixture"])],
-                           s=28, edgecolor="black", linewidth=0.3)
+                           marker=markers[info.loc[member, "step"]], s=28, edgecolor="black",
+                           linewidth=0.3)
             n = len(rank)
             ax.plot([1, n], [1, n], color="grey", lw=0.7, ls="--")
             c = corr[(corr["unit_type"] == "benchmark") & (corr["unit"] == bench)
@@ -89,8 +95,11 @@ def fig_ranks(metrics: pd.DataFrame, corr: pd.DataFrame, out: Path,
             ax.invert_xaxis()
             ax.invert_yaxis()
     handles = [plt.Line2D([], [], marker="o", ls="", color=colors[k], label=k) for k in mixtures]
+    handles += [plt.Line2D([], [], marker=markers[k], ls="", color="grey", label=f"step {k}")
+                for k in steps]
     fig.tight_layout()
-    fig.legend(handles=handles, title="mixture", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.legend(handles=handles, title="mixture, checkpoint", loc="center left",
+               bbox_to_anchor=(1.0, 0.5))
     return _save(fig, out, "transfer_ranks")
 
 
