@@ -286,3 +286,19 @@ def test_spread_against_noise_tells_signal_from_chance():
     spread, noise = transfer.spread_and_noise(pop, ["b1"], transfer.ALL, "accuracy")
     assert spread < 2 * noise
     assert math.isnan(transfer.spread_and_noise(pop, ["b1"], "s", "ece")[1])
+
+
+def test_gpu_hours_of_the_analysed_models_leave_the_population_out(tmp_path):
+    from ckptsweep.tables import gpu_hours
+
+    head = "s\th:m:s\tmax_rss\tcpu_time\n"
+    for rel in ("pretrain/tiny.tsv", "pretrain/pop_a.tsv", "evaluate/tiny/10/base.tsv",
+                "evaluate/pop_a/10/base.tsv", "transfer_tables/transfer_tables.tsv",
+                "world/world.tsv"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(head + "36.0\t0:00:36\t100\t30.0\n")
+    every = gpu_hours(tmp_path).set_index("rule")
+    mine = gpu_hours(tmp_path, models=["tiny"]).set_index("rule")
+    assert every.loc["total", "jobs"] == 6 and mine.loc["total", "jobs"] == 3
+    assert set(mine.index) == {"pretrain", "evaluate", "world", "total"}
+    assert mine.loc["evaluate", "hours"] == pytest.approx(0.01)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,9 @@ EXTRA_TABLES = ("gpu_hours", "ablation")
 """Written by ``write_tables`` only when given their inputs (benchmarks, ablation)."""
 GPUS_PER_JOB = {"pretrain": 1, "finetune": 1, "evaluate": 1, "ablation": 1}
 """Default GPUs per job of a rule for ``gpu_hours`` (any other rule: 0)."""
+PER_MODEL_RULES = ("pretrain", "checkpoints", "prefetch_model", "finetune", "evaluate",
+                   "ablation")
+"""Rules whose benchmark files are ``{rule}/{model}...``: filtered by ``analysis.models``."""
 ROUGE_CORRECT = 0.5
 """For forgetting counts a ROUGE-L example counts as correct when its score is >= 0.5."""
 
@@ -70,6 +73,7 @@ def _settings(cfg: Mapping) -> dict:
             "min_base": float(cfg.get("min_base", 0.01)),
             "cross_task": dict(cfg.get("cross_task") or {}),
             "gpus_per_job": dict(cfg.get("gpus_per_job") or GPUS_PER_JOB),
+            "models": list(cfg.get("models") or []),
             "notes": dict(cfg.get("notes") or {})}
 
 
@@ -590,7 +594,8 @@ def _read_benchmark(path: Path) -> pd.DataFrame:
 
 
 def gpu_hours(benchmark_dir: str | os.PathLike,
-              gpus_per_job: Mapping[str, float] | None = None) -> pd.DataFrame:
+              gpus_per_job: Mapping[str, float] | None = None,
+              models: Sequence[str] | None = None) -> pd.DataFrame:
     """Wall-clock and GPU hours per rule (stage) from Snakemake ``benchmark:`` files, like
     the paper's Table 3.
 
@@ -599,13 +604,18 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
     that many times. hours = sum of ``s`` / 3600; gpu_hours = hours x the rule's GPUs per
     job (``gpus_per_job``, default ``GPUS_PER_JOB``: 1 for pretrain, finetune, evaluate
     and ablation, 0 for any other rule); cpu_hours from ``cpu_time`` (NaN where absent). A last
-    row ``rule = "total"`` sums the others."""
+    row ``rule = "total"`` sums the others. With ``models`` (``analysis.models``), the
+    per-model rules' files of other models and the transfer rules' files are left out, so
+    the table covers the analysed models only, whatever else ran beside them."""
     gpus = dict(GPUS_PER_JOB if gpus_per_job is None else gpus_per_job)
     root = Path(benchmark_dir)
     rows = []
     for path in sorted(root.rglob("*.tsv")):
         rel = path.relative_to(root)
         rule = rel.parts[0] if len(rel.parts) > 1 else path.stem
+        if models and (rule.startswith("transfer_") or (
+                rule in PER_MODEL_RULES and Path(rel.parts[1]).stem not in models)):
+            continue
         df = _read_benchmark(path)
         rows.append({"rule": rule, "jobs": 1, "runs": len(df), "seconds": df["s"].sum(),
                      "cpu_seconds": df["cpu_time"].sum(min_count=1) if "cpu_time" in df
@@ -687,7 +697,8 @@ def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_c
     for name, df in tables.items():
         paths += _write_table(out, name, df)
     if benchmarks is not None:
-        paths += _write_table(out, "gpu_hours", gpu_hours(benchmarks, cfg["gpus_per_job"]))
+        paths += _write_table(out, "gpu_hours", gpu_hours(benchmarks, cfg["gpus_per_job"],
+                                                          cfg["models"] or None))
     if ablation is not None:
         paths += _write_table(out, "ablation", ablation_table(ablation, **_boot(cfg)))
     text = json.dumps(_json_safe(headline), indent=2, allow_nan=False) + "\n"
