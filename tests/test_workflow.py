@@ -62,10 +62,15 @@ def test_demo_dry_run_lists_the_whole_grid():
     n_ft = sum(len(t.get("seeds", [0])) for t in
                ({**cfg["finetune"]["defaults"], **(v or {})} for v in
                 cfg["finetune"]["tasks"].values()))
-    assert counts["finetune"] == n_steps * n_ft
-    assert counts["evaluate"] == n_steps * (n_ft + 1)
+    # The transfer population: one instruction fine-tune per checkpoint (models.<m>.finetune),
+    # a base and a fine-tuned evaluation each.
+    pop = [m for name, m in cfg["models"].items() if name != "tiny"]
+    n_pop = sum(len(m["steps"]) for m in pop)
+    assert all(m["finetune"] == ["instruct"] for m in pop)
+    assert counts["finetune"] == n_steps * n_ft + n_pop
+    assert counts["evaluate"] == n_steps * (n_ft + 1) + 2 * n_pop
     assert counts["prepare_data"] == len(cfg["datasets"])
-    assert counts["pretrain"] == 1
+    assert counts["pretrain"] == 1 + len(pop)
 
 
 def test_configfile_replaces_the_default_config():
