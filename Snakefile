@@ -19,6 +19,8 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/attribution.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -28,4 +30,5 @@ rule all:
     default_target: True
     input:
         get_final_outputs(),
+        get_attribution_targets(),
     localrule: True

@@ -30,7 +30,7 @@ def test_demo_grid():
     study.check(cfg)
     names = [f["name"] for f in study.finetunes(cfg)]
     assert len(names) == len(set(names))
-    assert "nli-lr1e-3-s1" in names and "instruct-lr1e-3-s0" in names
+    assert "nli-lr2e-3-s1" in names and "instruct-lr2e-3-s0" in names
     assert study.variants(cfg)[0] == "base"
     sets = study.eval_sets(cfg)
     assert sets["nli"]["formats"] == ["default", "io", "instruct"]
@@ -79,13 +79,13 @@ def test_fine_tunes_get_extra_formats_only_on_their_own_in_domain_set():
     base = study.eval_plan(cfg, "base")
     assert base["nli"] == base["para"] == ["default", "io", "instruct"]
     assert set(base) == set(study.eval_sets(cfg))
-    ft = study.eval_plan(cfg, "nli-lr1e-3-s0")
+    ft = study.eval_plan(cfg, "nli-lr2e-3-s0")
     assert ft["nli"] == ["default", "io", "instruct"]
     assert ft["para"] == ft["nli_ood"] == ft["summ"] == ["default"]
     # Task fine-tunes skip the benchmarks; the instruction-tuned model gets only them.
     benchmarks = {n for n, s in study.eval_sets(cfg).items() if s["role_in"] == "benchmark"}
     assert benchmarks and not benchmarks & set(ft)
-    assert set(study.eval_plan(cfg, "instruct-lr1e-3-s0")) == benchmarks
+    assert set(study.eval_plan(cfg, "instruct-lr2e-3-s0")) == benchmarks
 
 
 def test_a_model_block_can_restrict_its_finetunes():
@@ -95,7 +95,7 @@ def test_a_model_block_can_restrict_its_finetunes():
     cfg["models"]["tiny"]["finetune"] = ["summ"]
     cfg["models"]["tiny"]["finetune"] = ["summ"]
     assert {f["dataset"] for f in study.finetunes(cfg, "tiny")} == {"summ"}
-    assert study.variants(cfg, "tiny") == ["base", "summ-lr1e-3-s0"]
+    assert study.variants(cfg, "tiny") == ["base", "summ-lr2e-3-s0"]
     # Without a model, the whole finetune.tasks block (names are unique across models).
     assert len(study.finetunes(cfg)) == len(study.finetunes(demo()))
     plan = study.ablation(cfg, "tiny")

@@ -200,7 +200,7 @@ def test_demo_population_has_four_mixtures_and_eight_members_per_scale(demo):
         assert sum(m["scale"] == scale for m in members) >= 8
     runs = transfer_config.runs(demo)
     assert len(runs) == 2 * len(members)
-    assert {r["variant"] for r in runs} == {"base", "instruct-lr1e-3-s0"}
+    assert {r["variant"] for r in runs} == {"base", "instruct-lr2e-3-s0"}
     # Members are evaluated on the benchmarks only; the AMURO model as before.
     plan = study.eval_plan(demo, "base", "pop_bio_s")
     assert sorted(plan) == sorted(transfer_config.categories(demo))

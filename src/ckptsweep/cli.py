@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-# Keep job logs clean and make sure no compute job reaches for a hub.
+# Keep job logs clean and make sure no compute job reaches for a hub (the prefetch verbs,
+# run by local rules on the submitting node, are the exception: see `_online`).
+_USER_OFFLINE = os.environ.get("HF_HUB_OFFLINE")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,19 +46,36 @@ def cmd_world(args, spec):
         f"{json.dumps(info.get('sizes', {}), sort_keys=True)}")
 
 
-def cmd_prepare(args, spec):
-    from .adapters import prepare_split
+def _online():
+    """Let the prefetch verbs reach the hub unless the user asked for offline mode (then
+    they fill nothing new and read the cache only)."""
+    os.environ["HF_HUB_OFFLINE"] = _USER_OFFLINE or "0"
 
+
+def cmd_prefetch(args, spec):
+    from .snapshots import prefetch_dataset
+
+    _online()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for split, limit in (("train", spec.get("n_train")), ("test", spec.get("n_test"))):
-        raw = Path(args.raw) / spec["dataset"] / f"{split}.jsonl"
-        if split == "test" and not spec["evaluated"] and not raw.exists():
-            # A training-only dataset (an instruction mixture) has no test split.
-            (out / "test.jsonl").write_text("")
-            continue
-        n = prepare_split(spec["schema"], spec["task"], raw, out / f"{split}.jsonl",
-                          spec["dataset"], limit, spec["seed"])
+    if spec.get("source") == "world" and "dataset" not in spec:
+        # Every dataset the world generated, each in its own folder under --out.
+        names = sorted(p.name for p in Path(args.raw).iterdir() if p.is_dir())
+        jobs = [({"dataset": name, "source": "world"}, out / name) for name in names]
+    else:
+        jobs = [(spec, out)]
+    for one, folder in jobs:
+        info = prefetch_dataset(one, folder, raw=args.raw)
+        log(f"{one['dataset']}: snapshot {json.dumps(info, sort_keys=True)}")
+
+
+def cmd_prepare(args, spec):
+    from .snapshots import MissingSnapshot, prepare_snapshot
+
+    try:
+        counts = prepare_snapshot(spec, Path(args.snapshot), Path(args.out))
+    except (MissingSnapshot, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    for split, n in counts.items():
         log(f"{spec['dataset']}/{split}: {n} records")
 
 
@@ -82,8 +101,19 @@ def cmd_pretrain(args, spec):
 def cmd_checkpoints(args, spec):
     from .models import Checkpoint, write_manifest
 
+    if spec.get("source") == "hub":
+        from .models import resolve_hub
+
+        _online()
+        try:
+            rows = resolve_hub(spec, log=log)
+        except LookupError as e:
+            raise SystemExit(f"error: {e}") from None
+        write_manifest(args.out, rows)
+        log(f"{len(rows)} checkpoints pinned -> {args.out}")
+        return
     rows = []
-    for step in args.steps:
+    for step in spec.get("steps") or args.steps:
         path = Path(args.pretrained) / f"step{step}"
         info_file = path / "pretrain_info.json"
         if not info_file.exists():
@@ -94,7 +124,21 @@ def cmd_checkpoints(args, spec):
     log(f"{len(rows)} checkpoints -> {args.out}")
 
 
+def cmd_prefetch_model(args, spec):
+    from .models import read_manifest
+    from .snapshots import prefetch_model
+
+    _online()
+    rows = list(read_manifest(args.manifest).values())
+    fetched = prefetch_model(rows, trust_remote_code=args.trust_remote_code == "True")
+    tmp = Path(f"{args.out}.tmp")
+    tmp.write_text(json.dumps(fetched, indent=1))
+    os.replace(tmp, args.out)
+    log(f"{len(fetched)} checkpoints in the cache -> {args.out}")
+
+
 def cmd_finetune(args, spec):
+    from . import distributed
     from .finetune import FinetuneConfig, Interrupted, finetune
     from .models import load_checkpoint, set_threads
     from .tasks import load_records, task_type
@@ -103,6 +147,10 @@ def cmd_finetune(args, spec):
     spec = dict(spec)
     task = task_type(spec.pop("task"))
     cfg = from_dict(FinetuneConfig, spec, "finetune")
+    if cfg.gpus > 1 and not distributed.launched():
+        # Several GPUs: this same command once per GPU under torchrun (does not return).
+        distributed.check_devices(cfg.gpus, cfg.device)
+        distributed.relaunch(cfg.gpus, args.argv, log)
     if args.attempt > 1:
         # A retry (after an out-of-memory failure, say): smaller micro-batches, same steps.
         cfg = cfg.for_attempt(args.attempt)
@@ -132,11 +180,11 @@ def cmd_evaluate(args, spec):
     if args.cache_dir is not None:  # the flag wins over the spec; "" turns the cache off
         ev["cache_dir"] = args.cache_dir or None
     cfg = from_dict(EvalConfig, ev, "evaluation")
-    source, revision = args.model, None
+    source, revision, remote = args.model, None, False
     if not args.model:
         c = checkpoint(args.manifest, args.step)
-        source, revision = c.source, c.revision
-    model, tok = load(source, revision, dtype=cfg.dtype)
+        source, revision, remote = c.source, c.revision, c.trust_remote_code
+    model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
     model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
     sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in spec["sets"]]
     t0 = time.perf_counter()
@@ -179,11 +227,11 @@ def cmd_ablation(args, spec):
     frames = []
     t0 = time.perf_counter()
     for variant in spec["variants"]:
-        source, revision = variant["model"], None
+        source, revision, remote = variant["model"], None, False
         if source is None:
             c = checkpoint(args.manifest, spec["step"])
-            source, revision = c.source, c.revision
-        model, tok = load(source, revision, dtype=cfg.dtype)
+            source, revision, remote = c.source, c.revision, c.trust_remote_code
+        model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
         model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
         for method in spec["methods"]:
             log(f"{variant['name']}: method {method}")
@@ -238,6 +286,17 @@ def cmd_import_amurochar(args, spec):
         f"{scores['eval_set'].nunique()} eval sets) -> {path}")
 
 
+def cmd_attribute(args, spec):
+    from .attribution_run import run
+    from .models import set_threads
+
+    set_threads(args.threads)
+    info = run(spec, args.manifest, args.world_info, args.corpus, Path(args.out), log=log)
+    log(f"fact tracing {info['model']}/{info['slice']}: {info['n_learned']} of "
+        f"{info['n_facts']} facts learned, {info['n_queries']} traced in "
+        f"{info['seconds']:.1f}s -> {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="ckptsweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -250,8 +309,12 @@ def main(argv: list[str] | None = None) -> None:
 
     s = verb("world", cmd_world, "build the synthetic world")
     s.add_argument("--out", required=True)
-    s = verb("prepare", cmd_prepare, "convert one dataset's raw splits to canonical records")
-    s.add_argument("--raw", required=True)
+    s = verb("prefetch", cmd_prefetch, "snapshot one dataset's splits (hub or world) with "
+             "save_to_disk")
+    s.add_argument("--raw", help="the world's raw data folder (source: world)")
+    s.add_argument("--out", required=True)
+    s = verb("prepare", cmd_prepare, "convert one dataset's snapshot to canonical records")
+    s.add_argument("--snapshot", required=True, help="resources/snapshots/{dataset}")
     s.add_argument("--out", required=True)
     s = verb("pretrain", cmd_pretrain, "train a tokenizer and pre-train a tiny OLMo")
     s.add_argument("--corpus", required=True)
@@ -260,9 +323,15 @@ def main(argv: list[str] | None = None) -> None:
                    "single tokens)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
-    s = verb("checkpoints", cmd_checkpoints, "write the checkpoint manifest")
-    s.add_argument("--pretrained", required=True)
-    s.add_argument("--steps", nargs="+", required=True)
+    s = verb("checkpoints", cmd_checkpoints, "write the checkpoint manifest (hub: resolve "
+             "steps to branches pinned to commits)")
+    s.add_argument("--pretrained", default="", help="pre-training folder (source: pretrain)")
+    s.add_argument("--steps", nargs="+", help="steps (default: the spec's)")
+    s.add_argument("--out", required=True)
+    s = verb("prefetch-model", cmd_prefetch_model, "download a manifest's pinned hub "
+             "checkpoints into HF_HOME")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--trust-remote-code", default="False", choices=["True", "False"])
     s.add_argument("--out", required=True)
     s = verb("finetune", cmd_finetune, "fine-tune one checkpoint")
     s.add_argument("--manifest", required=True)
@@ -308,7 +377,16 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--out", required=True, help="parquet, e.g. results/imported/amurochar.parquet "
                    "(never results/scores.parquet)")
 
+    s = verb("attribute", cmd_attribute, "fact tracing (FTRACE) of one model and slice: "
+             "BM25, TracIn and embeddings on the learned facts")
+    s.add_argument("--manifest", required=True, help="checkpoint manifest")
+    s.add_argument("--world-info", required=True, help="world.json (facts and pools)")
+    s.add_argument("--corpus", help="corpus.jsonl (the pretrain slice's training set)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True, help="folder: queries.csv and info.json")
+
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-launch (finetune)
     try:
         spec = json.loads(args.spec)
     except json.JSONDecodeError as e:

@@ -26,15 +26,17 @@ def finetunes(config: dict, model: str | None = None) -> list[dict]:
     """Every fine-tune of one checkpoint: {name, dataset, task, lr, seed, settings}.
 
     With ``model``, only the training datasets that ``models.<model>.finetune`` lists
-    (default: every ``finetune.tasks`` entry)."""
+    (default: every ``finetune.tasks`` entry), with ``models.<model>.finetune_settings``
+    over the defaults and the task's own settings (Llama-3-8B's Appendix F settings)."""
     ft = config.get("finetune", {})
     defaults = ft.get("defaults", {})
     only = None if model is None else config["models"][model].get("finetune")
+    mine = {} if model is None else config["models"][model].get("finetune_settings") or {}
     out = []
     for dataset, over in (ft.get("tasks") or {}).items():
         if only is not None and dataset not in only:
             continue
-        settings = {**defaults, **(over or {})}
+        settings = {**defaults, **(over or {}), **mine}
         for lr in settings["lr"]:
             for seed in settings["seeds"]:
                 out.append({"name": ft_name(dataset, lr, seed), "dataset": dataset,
@@ -43,10 +45,14 @@ def finetunes(config: dict, model: str | None = None) -> list[dict]:
     return out
 
 
-def finetune(config: dict, name: str) -> dict:
-    for f in finetunes(config):
-        if f["name"] == name:
-            return f
+def finetune(config: dict, name: str, model: str | None = None) -> dict:
+    """The fine-tune called ``name`` (of ``model`` when given: its settings may differ)."""
+    pools = ([finetunes(config, model)] if model is not None else
+             [finetunes(config), *(finetunes(config, m) for m in config["models"])])
+    for pool in pools:
+        for f in pool:
+            if f["name"] == name:
+                return f
     raise KeyError(f"no fine-tune named {name!r} in the config")
 
 
@@ -63,19 +69,24 @@ def eval_sets(config: dict) -> dict[str, dict]:
     return out
 
 
-def eval_plan(config: dict, variant: str) -> dict[str, list[str]]:
+def eval_plan(config: dict, variant: str, model: str | None = None) -> dict[str, list[str]]:
     """Eval set -> prompt formats evaluated for one model variant.
 
     As in the paper: the base model is evaluated on every set in every format; a task
     fine-tune on the task sets (in-domain, OOD, cross-task), in the extra formats only on
     its own in-domain set (the format analysis, Figure 5); an instruction-tuned model
     (chat data, the paper's Tulu) on the benchmarks. This keeps the grid's cost linear in
-    the formats and spends nothing on evaluations no analysis reads.
+    the formats and spends nothing on evaluations no analysis reads. With ``model``, only
+    the sets that ``models.<model>.eval_sets`` lists (default: all; the transfer
+    population's members need only its benchmarks).
     """
-    ft = None if variant == "base" else finetune(config, variant)
+    ft = None if variant == "base" else finetune(config, variant, model)
     chat = ft is not None and task_type(ft["task"]).kind == "chat"
+    only = None if model is None else config["models"][model].get("eval_sets")
     plan = {}
     for name, s in eval_sets(config).items():
+        if only is not None and name not in only:
+            continue
         benchmark = s["role_in"] == "benchmark"
         if ft is not None and benchmark != chat:
             continue
@@ -92,6 +103,13 @@ def variants(config: dict, model: str | None = None) -> list[str]:
 
 def steps(config: dict, model: str) -> list[str]:
     return [str(s) for s in config["models"][model]["steps"]]
+
+
+def analysis_models(config: dict) -> list[str]:
+    """Models whose evaluations form the scores table and the AMURO & CHAR tables:
+    ``analysis.models`` (default every model), so a transfer population listed under
+    ``models`` leaves those tables as they are."""
+    return list(config.get("analysis", {}).get("models") or config["models"])
 
 
 def final_step(config: dict, model: str) -> str:
@@ -132,6 +150,10 @@ def check(config: dict) -> None:
     """Cross-references between config blocks; raise ValueError naming the key."""
     datasets = config["datasets"]
     for name, d in datasets.items():
+        if (d.get("source", "world") == "hub") != ("hub" in d):
+            raise ValueError(f"datasets.{name}.hub: required exactly when source is hub")
+        if "train_fraction" in d and "n_train" in d:
+            raise ValueError(f"datasets.{name}: n_train and train_fraction exclude each other")
         if d["task"] not in TASK_TYPES:
             raise ValueError(f"datasets.{name}.task: unknown task type {d['task']!r}; "
                              f"known: {sorted(TASK_TYPES)}")
@@ -157,12 +179,37 @@ def check(config: dict) -> None:
             if dataset not in tasks:
                 raise ValueError(f"models.{model}.finetune: {dataset!r} is not in "
                                  f"finetune.tasks ({sorted(tasks)})")
+        if m["source"] == "hub":
+            steps_without = [s for s in m["steps"]
+                             if not m.get("repo") and s not in (m.get("repos") or {})]
+            if steps_without:
+                raise ValueError(f"models.{model}: a hub model needs `repo` (or `repos` for "
+                                 f"steps {steps_without})")
+            extra = [k for k in ("refs", "repos") for s in (m.get(k) or {})
+                     if int(s) not in m["steps"]]
+            if extra:
+                raise ValueError(f"models.{model}.{extra[0]}: names a step that is not in "
+                                 f"models.{model}.steps {m['steps']}")
         if m["source"] == "pretrain":
+            if "pretrain" not in m:
+                raise ValueError(f"models.{model}.pretrain: required for source pretrain")
             kept = set(m["pretrain"].get("checkpoints", m["steps"]))
             missing = [s for s in m["steps"] if s not in kept]
             if missing:
                 raise ValueError(f"models.{model}.steps: {missing} are not saved by "
                                  f"models.{model}.pretrain.checkpoints")
+    for model, m in config["models"].items():
+        for name in m.get("eval_sets") or []:
+            if name not in eval_sets(config):
+                raise ValueError(f"models.{model}.eval_sets: {name!r} is not an eval set "
+                                 f"(datasets with an eval block: {sorted(eval_sets(config))})")
+    for model in config.get("analysis", {}).get("models") or []:
+        if model not in config["models"]:
+            raise ValueError(f"analysis.models: {model!r} is not a model "
+                             f"(models has {sorted(config['models'])})")
+    from .transfer_config import check as check_transfer  # it imports this module
+
+    check_transfer(config)
     block = config.get("analysis", {}).get("ablation")
     if block is not None:
         sets = eval_sets(config)

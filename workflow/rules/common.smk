@@ -4,7 +4,7 @@ import json
 
 from snakemake.utils import validate
 
-from ckptsweep import study
+from ckptsweep import study, transfer_config
 
 validate(config, "../schemas/config.schema.yaml")
 study.check(config)
@@ -30,20 +30,24 @@ def jsonarg(obj):
 
 
 def grid():
-    """(model, step, variant) of every evaluation job."""
+    """(model, step, variant) of every evaluation job the scores table reads: those of
+    analysis.models (default all; the transfer population has rules of its own)."""
     return [
         (model, step, variant)
-        for model in config["models"]
+        for model in study.analysis_models(config)
         for step in study.steps(config, model)
         for variant in study.variants(config, model)
     ]
 
 
 def get_final_outputs():
+    # The transfer analysis only with its config block (workflow/rules/transfer.smk).
+    transfer = ["results/figures/transfer_heatmap.png"] if "transfer" in config else []
     return [
         "results/scores.parquet",
         "results/tables/summary.json",
         "results/figures/base_steps.png",
+        *transfer,
     ]
 
 
@@ -51,23 +55,43 @@ def get_world_spec(wildcards):
     return jsonarg(config.get("world", {}))
 
 
-def get_raw_data(wildcards):
-    return "resources/world/raw"
+def get_snapshot(wildcards):
+    """World datasets are snapshotted together (rule snapshot_world), hub ones one by one
+    (rule prefetch); prepare_data reads either the same way."""
+    if config["datasets"][wildcards.dataset].get("source", "world") == "world":
+        return "resources/world/snapshots"
+    return f"resources/snapshots/{wildcards.dataset}"
+
+
+def snapshot_folder(dataset, snapshot):
+    """The folder of one dataset's snapshot inside a prepare_data job's input."""
+    if config["datasets"][dataset].get("source", "world") == "world":
+        return f"{snapshot}/{dataset}"
+    return snapshot
+
+
+def get_prefetch_spec(wildcards):
+    d = config["datasets"][wildcards.dataset]
+    spec = {"dataset": wildcards.dataset, "source": d.get("source", "world")}
+    if "hub" in d:
+        spec["hub"] = d["hub"]
+    return jsonarg(spec)
 
 
 def get_dataset_spec(wildcards):
     d = config["datasets"][wildcards.dataset]
-    return jsonarg(
-        {
-            "dataset": wildcards.dataset,
-            "schema": d["schema"],
-            "task": d["task"],
-            "n_train": d.get("n_train"),
-            "n_test": d.get("n_test"),
-            "evaluated": "eval" in d,
-            "seed": 42,
-        }
-    )
+    spec = {
+        "dataset": wildcards.dataset,
+        "schema": d["schema"],
+        "task": d["task"],
+        "n_train": d.get("n_train"),
+        "n_test": d.get("n_test"),
+        "evaluated": "eval" in d,
+        "seed": 42,
+    }
+    # Only when set, so the demo's prepare jobs keep their params (and their outputs).
+    spec.update({k: d[k] for k in ("options", "train_fraction") if k in d})
+    return jsonarg(spec)
 
 
 def get_pretrain_spec(wildcards):
@@ -83,18 +107,44 @@ def get_checkpoint_source(wildcards):
     return {}
 
 
+def get_checkpoint_spec(wildcards):
+    """The model block the checkpoints job resolves (hub: repo, refs, repos, pattern)."""
+    m = config["models"][wildcards.model]
+    keys = ("source", "repo", "refs", "repos", "branch_pattern", "tokens_per_step")
+    spec = {k: m[k] for k in keys if k in m}
+    spec["steps"] = m["steps"]
+    spec["trust_remote_code"] = m.get("trust_remote_code", False)
+    return jsonarg(spec)
+
+
+def get_model_prefetch(model):
+    """Hub weights are fetched on the submitting node before any job loads them."""
+    if config["models"][model]["source"] == "hub":
+        return {"prefetched": f"resources/prefetch/{model}.json"}
+    return {}
+
+
 def get_finetune_input(wildcards):
-    ft = study.finetune(config, wildcards.ft)
+    ft = study.finetune(config, wildcards.ft, wildcards.model)
     return {
         "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
         "train": f"resources/data/{ft['dataset']}/train.jsonl",
+        **get_model_prefetch(wildcards.model),
     }
 
 
 def get_finetune_spec(wildcards):
-    ft = study.finetune(config, wildcards.ft)
+    ft = study.finetune(config, wildcards.ft, wildcards.model)
     settings = {k: v for k, v in ft["settings"].items() if k not in ("lr", "seeds")}
     return jsonarg({"task": ft["task"], **settings, "lr": ft["lr"], "seed": ft["seed"]})
+
+
+def get_finetune_gpus(wildcards):
+    """GPUs of one fine-tune (its `gpus` setting, default 1): the rule's gpu resource.
+    Above 1, `ckptsweep finetune` launches itself under torchrun, one process per GPU.
+    """
+    ft = study.finetune(config, wildcards.ft, wildcards.model)
+    return int(ft["settings"].get("gpus", 1))
 
 
 def get_resume_dir(wildcards):
@@ -110,7 +160,10 @@ def get_eval_input(wildcards):
         for split in ("train", "test")
     }
     if wildcards.variant == "base":
-        model = {"manifest": f"resources/checkpoints/{wildcards.model}.tsv"}
+        model = {
+            "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
+            **get_model_prefetch(wildcards.model),
+        }
     else:
         model = {
             "model": f"results/models/{wildcards.model}/{wildcards.step}/{wildcards.variant}"
@@ -128,7 +181,9 @@ def get_eval_spec(wildcards):
             "formats": formats,
         }
         # Sorted: reordering datasets in the config must not look like a params change.
-        for name, formats in sorted(study.eval_plan(config, wildcards.variant).items())
+        for name, formats in sorted(
+            study.eval_plan(config, wildcards.variant, wildcards.model).items()
+        )
     ]
     return jsonarg({"sets": sets, "evaluation": config["evaluation"]})
 
@@ -140,6 +195,7 @@ def get_ablation_input(wildcards):
     plan = study.ablation(config, wildcards.model)
     return {
         "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
+        **get_model_prefetch(wildcards.model),
         "models": [
             f"results/models/{wildcards.model}/{step}/{v['name']}"
             for v in plan["variants"]
@@ -194,7 +250,9 @@ def get_ablation_predictions(wildcards):
     """Every model's ablation predictions; none without an analysis.ablation block."""
     if ABLATION is None:
         return []
-    return [f"results/ablation/{model}.parquet" for model in config["models"]]
+    return [
+        f"results/ablation/{model}.parquet" for model in study.analysis_models(config)
+    ]
 
 
 def get_ablation_table(wildcards):
@@ -209,15 +267,19 @@ def get_all_predictions(wildcards):
 
 
 def get_manifests(wildcards):
-    return [f"resources/checkpoints/{model}.tsv" for model in config["models"]]
+    return [
+        f"resources/checkpoints/{model}.tsv" for model in study.analysis_models(config)
+    ]
 
 
 def get_runs_spec(wildcards):
     """Provenance of every predictions file, read by the aggregation."""
-    fts = {f["name"]: f for f in study.finetunes(config)}
+    fts = {
+        (m, f["name"]): f for m in config["models"] for f in study.finetunes(config, m)
+    }
     runs = []
     for model, step, variant in grid():
-        ft = fts.get(variant)
+        ft = fts.get((model, variant))
         runs.append(
             {
                 "path": f"results/predictions/{model}/{step}/{variant}.parquet",
@@ -235,3 +297,100 @@ def get_runs_spec(wildcards):
 
 def get_analysis_spec(wildcards):
     return jsonarg(config["analysis"])
+
+
+# The transfer population (config block `transfer`, workflow/rules/transfer.smk).
+
+
+def get_transfer_predictions(wildcards):
+    """Every member's base and post-SFT predictions."""
+    return sorted({run["path"] for run in transfer_config.runs(config)})
+
+
+def get_transfer_gold(wildcards):
+    """The benchmarks' test files: the gold choice index of each example."""
+    return {
+        name: f"resources/data/{name}/test.jsonl"
+        for name in transfer_config.categories(config)
+    }
+
+
+def get_transfer_spec(wildcards):
+    return jsonarg(
+        {
+            "runs": transfer_config.runs(config),
+            "categories": transfer_config.categories(config),
+            "settings": transfer_config.settings(config),
+        }
+    )
+
+
+# ---- Fact tracing (attribution.smk): the attribution block, its targets and inputs ----
+
+ATTRIBUTION = config.get("attribution")
+
+
+def attribution_models():
+    """Models to trace: attribution.models, default the first model."""
+    models = ATTRIBUTION.get("models") or list(config["models"])[:1]
+    for m in models:
+        if config["models"][m]["source"] != "pretrain":
+            raise ValueError(
+                f"attribution.models: {m!r} is not a pre-trained (embedded) model; "
+                "hub models (FTRACE-TREx) are not wired into the workflow yet"
+            )
+    return models
+
+
+def get_attribution_targets():
+    """The final targets of the stage; none without an attribution block."""
+    if ATTRIBUTION is None:
+        return []
+    return [
+        "results/tables/attribution.csv",
+        "results/tables/attribution.html",
+        "results/figures/attribution.png",
+    ]
+
+
+def get_attribution_input(wildcards):
+    return {
+        "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
+        "info": "resources/world/world.json",
+        "corpus": "resources/world/corpus.jsonl",
+    }
+
+
+def get_attribution_spec(wildcards):
+    a = ATTRIBUTION
+    m = config["models"][wildcards.model]
+    cand = a.get("candidates", {})
+    spec = {
+        "model": wildcards.model,
+        "slice": wildcards.slice,
+        "steps": sorted(int(s) for s in m["steps"]),
+        "seed": a.get("seed", 0),
+        "max_queries": a.get("max_queries", 100),
+        "n_bm25": cand.get("bm25", 100),
+        "n_same": cand.get("same_answer", 100),
+        "n_random": cand.get("random", 100),
+        "methods": a.get(
+            "methods",
+            ["bm25", "tracin", "tracin_cos", "embed_dot", "embed_cos", "random"],
+        ),
+        "tracin": a.get("tracin", {}),
+        "device": a.get("device", "auto"),
+    }
+    if wildcards.slice == "finetune":
+        spec["finetune"] = a.get("finetune", {})
+    else:
+        spec["pretrain"] = {k: v for k, v in m.get("pretrain", {}).items()}
+    return jsonarg(spec)
+
+
+def get_attribution_runs(wildcards):
+    return [
+        f"results/attribution/{model}/{slc}"
+        for model in attribution_models()
+        for slc in ATTRIBUTION.get("slices", ["finetune"])
+    ]

@@ -17,6 +17,11 @@ rule finetune:
         # Snakemake's attempt (1, 2, ... with retries): a retry after an out-of-memory
         # failure halves the micro-batch and doubles accumulation (same effective batch).
         attempt=lambda wildcards, attempt: attempt,
+        # The fine-tune's `gpus` setting (default 1). Above 1 the command below re-launches
+        # itself as `torchrun --standalone --nproc-per-node <gpus> -m ckptsweep.cli
+        # finetune ...` (logged), the model sharded over the GPUs (ckptsweep.distributed:
+        # FSDP2, ZeRO-3-like). A profile's set-resources `finetune: gpu:` overrides this.
+        gpu=get_finetune_gpus,
     params:
         spec=get_finetune_spec,
         # The state survives a failed or pre-empted job (it is not an output); the job

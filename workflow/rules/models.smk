@@ -16,7 +16,9 @@ rule pretrain:
         "benchmarks/pretrain/{model}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 4  # scaled down to --cores; a tiny model gains little beyond 4
+    # A tiny model gains little from a second thread; with several models (the transfer
+    # population) single-threaded jobs side by side use the cores best.
+    threads: THREADS
     params:
         spec=get_pretrain_spec,
     shell:
