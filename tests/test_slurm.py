@@ -55,7 +55,9 @@ CLUSTER_ENV = {"SLURM_LOCAL_CGROUP": "1", "SLURM_LOCAL_KILLWAIT": "2"}
 STEP = "tiny/30"
 NLI = f"results/models/{STEP}/nli-lr1e-3-s0"  # long enough to be stopped mid-way
 SUMM = f"results/models/{STEP}/summ-lr1e-3-s0"
-BASE_PRED = f"results/predictions/{STEP}/base.parquet"
+EVAL = f"results/predictions/{STEP}"  # the checkpoint's evaluation: one file per variant
+BASE_PRED = f"{EVAL}/base.parquet"
+ABLATION = "results/ablation/tiny.parquet"
 NLI_STATE = f"resources/resume/{STEP}/nli-lr1e-3-s0/state.pt"
 NLI_LOG = f"logs/finetune/{STEP}/nli-lr1e-3-s0.log"
 NLI_COMMENT = "rule_finetune_wildcards_tiny_30_nli-lr1e-3-s0"
@@ -472,15 +474,16 @@ def test_killed_snakemake_then_rerun_incomplete_resumes(runs, home, tmp_path, fa
 
 @pytest.fixture(scope="module")
 def failures(runs, home, tmp_path_factory):
-    """One run of two forced jobs: the base evaluation with too little memory on attempt 1
-    (the profile's doubling from a 500 MB base; the job needs ~700 MB), and a fine-tune
-    asking for 3 GPUs on a 2-GPU node, which sbatch refuses on every attempt. Started in
-    the background (the killed-snakemake test runs meanwhile: one CPU and GPU each)."""
+    """One run of two forced, independent jobs: the checkpoint's evaluation with too
+    little memory on attempt 1 (the profile's doubling from a 500 MB base; the job needs
+    ~700 MB), and the ablation asking for 3 GPUs on a 2-GPU node, which sbatch refuses on
+    every attempt. Started in the background (the killed-snakemake test runs meanwhile:
+    one CPU and GPU each)."""
     work = clone(runs.slurm, tmp_path_factory.mktemp("failures") / "work")
     write_profile(work, "slurm-failures", {"set-resources": {
-        "evaluate": {"mem_mb": "500 * 2 ** (attempt - 1)"}, "finetune": {"gpu": 3}}})
+        "evaluate": {"mem_mb": "500 * 2 ** (attempt - 1)"}, "ablation": {"gpu": 3}}})
     run = Run(work, home, "--profile", "profiles/slurm-failures", "--configfile", TINY,
-              "--prioritize", BASE_PRED, "--forcerun", BASE_PRED, SUMM, "--", BASE_PRED, SUMM)
+              "--prioritize", EVAL, "--forcerun", EVAL, ABLATION, "--", EVAL, ABLATION)
     yield work, run
     if run.proc.poll() is None:
         run.proc.kill()
@@ -509,11 +512,11 @@ def test_sbatch_refusal_fails_that_job_only(failures):
     assert "SLURM sbatch failed" in out
     assert "Requested node configuration is not available" in out
     first = out.index("SLURM sbatch failed")
-    assert "Error in rule finetune:" in out[first - 200:first]
+    assert "Error in rule ablation:" in out[first - 200:first]
     # The evaluation was submitted before the refusal and still ran to the end.
     assert out.index("has been submitted with SLURM jobid") < first
     assert out.count("SLURM sbatch failed") == 3  # attempt 1 and both retries
     # slurmdbd records a refused submission as a FAILED job that never got resources.
-    refused = [j for j in sacct(work) if j.rule == "finetune"]
+    refused = [j for j in sacct(work) if j.rule == "ablation"]
     assert all(j.state == "FAILED" and not j.tres for j in refused), refused
     assert "(Rule: evaluate)" in out and (work / BASE_PRED).exists()

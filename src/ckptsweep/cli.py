@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,10 @@ def cmd_finetune(args, spec):
 
 
 def cmd_evaluate(args, spec):
+    """Every variant of one checkpoint (the base from the manifest, fine-tunes from their
+    folders), each loaded once and scored on its eval sets: ``{out}/{variant}.parquet``.
+    The folder is written under a temporary name and renamed when complete, so a
+    stopped job never leaves a folder that looks finished."""
     from .evaluate import EvalConfig, EvalSet, evaluate_model, model_fingerprint, write_predictions
     from .models import checkpoint, load, set_threads
 
@@ -180,20 +185,29 @@ def cmd_evaluate(args, spec):
     if args.cache_dir is not None:  # the flag wins over the spec; "" turns the cache off
         ev["cache_dir"] = args.cache_dir or None
     cfg = from_dict(EvalConfig, ev, "evaluation")
-    source, revision, remote = args.model, None, False
-    if not args.model:
-        c = checkpoint(args.manifest, args.step)
-        source, revision, remote = c.source, c.revision, c.trust_remote_code
-    model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
-    model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
-    sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in spec["sets"]]
-    t0 = time.perf_counter()
-    df = evaluate_model(model, tok, sets, cfg, progress=log, model_key=model_key)
-    log(f"{len(df)} predictions in {time.perf_counter() - t0:.1f}s; "
-        f"{int(df['truncated'].sum())} prompts truncated")
-    summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
-    log("mean score per eval set, format and shots:\n" + summary.to_string())
-    write_predictions(df, args.out)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for variant in spec["variants"]:
+        source, revision, remote = variant["model"], None, False
+        if source is None:
+            c = checkpoint(args.manifest, spec["step"])
+            source, revision, remote = c.source, c.revision, c.trust_remote_code
+        model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
+        model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
+        sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in variant["sets"]]
+        t0 = time.perf_counter()
+        df = evaluate_model(model, tok, sets, cfg, progress=log, model_key=model_key)
+        log(f"{variant['name']}: {len(df)} predictions in {time.perf_counter() - t0:.1f}s; "
+            f"{int(df['truncated'].sum())} prompts truncated")
+        summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
+        log(f"{variant['name']}: mean score per eval set, format and shots:\n"
+            + summary.to_string())
+        write_predictions(df, tmp / f"{variant['name']}.parquet")
+        del model
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
 
 
 def cmd_ablation(args, spec):
@@ -345,14 +359,13 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--compile-cache", help="TORCHINDUCTOR_CACHE_DIR for compile: true "
                    "(unless already set)")
     s.add_argument("--out", required=True)
-    s = verb("evaluate", cmd_evaluate, "evaluate one model variant on every eval set")
-    s.add_argument("--model", help="a fine-tuned model directory")
-    s.add_argument("--manifest", help="checkpoint manifest (base models)")
-    s.add_argument("--step", help="pre-training step (base models)")
+    s = verb("evaluate", cmd_evaluate, "evaluate the base model and the fine-tunes of one "
+             "checkpoint (the spec's variants) on their eval sets")
+    s.add_argument("--manifest", required=True, help="checkpoint manifest (the base model)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--cache-dir", help="prediction cache folder (overrides the spec's "
                    "evaluation.cache_dir; an empty string turns the cache off)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="folder for one {variant}.parquet each")
     s = verb("ablation", cmd_ablation, "score the base and fine-tunes of one checkpoint "
              "with every classification prediction method (the paper's Table 2)")
     s.add_argument("--manifest", required=True, help="checkpoint manifest (the base model)")

@@ -1,6 +1,7 @@
 # The study grid and the input functions. The grid itself is computed by the package
 # (ckptsweep.study), so tests exercise exactly what the dry run shows.
 import json
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -15,7 +16,6 @@ wildcard_constraints:
     step=r"[A-Za-z0-9_]+",
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     ft=r"[A-Za-z][A-Za-z0-9_]*-lr[0-9.e-]+-s[0-9]+",
-    variant=r"base|[A-Za-z][A-Za-z0-9_]*-lr[0-9.e-]+-s[0-9]+",
 
 
 THREADS = config.get("threads", 1)
@@ -154,38 +154,59 @@ def get_resume_dir(wildcards):
 
 
 def get_eval_input(wildcards):
+    """The checkpoint (manifest), its fine-tunes and every eval set's splits."""
     data = {
         f"{name}_{split}": f"resources/data/{name}/{split}.jsonl"
         for name in EVAL_SETS
         for split in ("train", "test")
     }
-    if wildcards.variant == "base":
-        model = {
-            "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
-            **get_model_prefetch(wildcards.model),
-        }
-    else:
-        model = {
-            "model": f"results/models/{wildcards.model}/{wildcards.step}/{wildcards.variant}"
-        }
-    return {**model, **data}
+    return {
+        "manifest": f"resources/checkpoints/{wildcards.model}.tsv",
+        **get_model_prefetch(wildcards.model),
+        "models": [
+            f"results/models/{wildcards.model}/{wildcards.step}/{variant}"
+            for variant in study.variants(config, wildcards.model)[1:]
+        ],
+        **data,
+    }
+
+
+def eval_set_spec(name, formats):
+    """One eval set as `ckptsweep evaluate` and `ckptsweep ablation` read it."""
+    return {
+        "name": name,
+        "task": EVAL_SETS[name]["task"],
+        "test_path": f"resources/data/{name}/test.jsonl",
+        "pool_path": f"resources/data/{name}/train.jsonl",
+        "formats": formats,
+    }
 
 
 def get_eval_spec(wildcards):
-    sets = [
+    """Each variant of the checkpoint: its folder (None: the base model, read from the
+    manifest) and the sets and formats of its plan (study.eval_plan)."""
+    w = wildcards
+    variants = [
         {
-            "name": name,
-            "task": EVAL_SETS[name]["task"],
-            "test_path": f"resources/data/{name}/test.jsonl",
-            "pool_path": f"resources/data/{name}/train.jsonl",
-            "formats": formats,
+            "name": variant,
+            "model": (
+                None
+                if variant == "base"
+                else f"results/models/{w.model}/{w.step}/{variant}"
+            ),
+            # Sorted: reordering datasets in the config must not look like a params change.
+            "sets": [
+                eval_set_spec(name, formats)
+                for name, formats in sorted(
+                    study.eval_plan(config, variant, w.model).items()
+                )
+            ],
         }
-        # Sorted: reordering datasets in the config must not look like a params change.
-        for name, formats in sorted(
-            study.eval_plan(config, wildcards.variant, wildcards.model).items()
-        )
+        for variant in study.variants(config, w.model)
     ]
-    return jsonarg({"sets": sets, "evaluation": config["evaluation"]})
+    return jsonarg(
+        {"step": w.step, "variants": variants, "evaluation": config["evaluation"]}
+    )
 
 
 def get_ablation_input(wildcards):
@@ -212,16 +233,7 @@ def get_ablation_input(wildcards):
 def get_ablation_spec(wildcards):
     step = study.final_step(config, wildcards.model)
     plan = study.ablation(config, wildcards.model)
-    sets = [
-        {
-            "name": name,
-            "task": EVAL_SETS[name]["task"],
-            "test_path": f"resources/data/{name}/test.jsonl",
-            "pool_path": f"resources/data/{name}/train.jsonl",
-            "formats": ["default"],
-        }
-        for name in sorted(ABLATION["eval_sets"])
-    ]
+    sets = [eval_set_spec(name, ["default"]) for name in sorted(ABLATION["eval_sets"])]
     variants = [
         {
             "name": v["name"],
@@ -260,10 +272,8 @@ def get_ablation_table(wildcards):
 
 
 def get_all_predictions(wildcards):
-    return [
-        f"results/predictions/{model}/{step}/{variant}.parquet"
-        for model, step, variant in grid()
-    ]
+    """The evaluation folders (one per checkpoint) of the analysed models."""
+    return sorted({f"results/predictions/{model}/{step}" for model, step, _ in grid()})
 
 
 def get_manifests(wildcards):
@@ -304,7 +314,9 @@ def get_analysis_spec(wildcards):
 
 def get_transfer_predictions(wildcards):
     """Every member's base and post-SFT predictions."""
-    return sorted({run["path"] for run in transfer_config.runs(config)})
+    return sorted(
+        {str(Path(run["path"]).parent) for run in transfer_config.runs(config)}
+    )
 
 
 def get_transfer_gold(wildcards):

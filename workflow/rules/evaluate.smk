@@ -1,29 +1,27 @@
-# Evaluation: one job per model variant, covering every eval set, format and shot count,
-# so each model is loaded once.
+# Evaluation: one job per checkpoint, covering the base model and every fine-tune of it
+# on all their eval sets, formats and shot counts (one predictions file per variant in
+# the job's folder). Each model is loaded once, jobs stay minutes long on a GPU, and a
+# scheduler sees one job per checkpoint instead of one per variant; a re-run after a new
+# fine-tune is cheap with the prediction cache (evaluation.cache_dir).
 
 
 rule evaluate:
     input:
         unpack(get_eval_input),
     output:
-        predictions="results/predictions/{model}/{step}/{variant}.parquet",
+        predictions=directory("results/predictions/{model}/{step}"),
     log:
-        "logs/evaluate/{model}/{step}/{variant}.log",
+        "logs/evaluate/{model}/{step}.log",
     benchmark:
-        "benchmarks/evaluate/{model}/{step}/{variant}.tsv"
+        "benchmarks/evaluate/{model}/{step}.tsv"
     conda:
         "../../envs/eval.yaml"
     threads: THREADS
     params:
         spec=get_eval_spec,
-        model=lambda w, input: (
-            f"--manifest {input.manifest} --step {w.step}"
-            if w.variant == "base"
-            else f"--model {input.model}"
-        ),
     shell:
-        "ckptsweep evaluate --spec {params.spec:q} {params.model} --threads {threads}"
-        " --out {output.predictions:q} > {log:q} 2>&1"
+        "ckptsweep evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
+        " --threads {threads} --out {output.predictions:q} > {log:q} 2>&1"
 
 
 # The prediction-method ablation (the paper's Table 2; config analysis.ablation): one job
