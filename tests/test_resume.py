@@ -6,6 +6,7 @@ The kill is triggered by the state file appearing, never by a timer, so the test
 depend on the machine's speed."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -98,6 +99,24 @@ def test_sigterm_saves_state_and_exits_nonzero(job):
     assert "SIGTERM: stopped after step" in out and "a re-run resumes from it" in out
     assert (job / "resume" / STATE_FILE).exists() and not (job / "out").exists()
     assert torch.equal(resume(job), reference(job))
+
+
+def test_near_its_slurm_time_limit_a_job_saves_and_stops(job, monkeypatch):
+    """Inside a Slurm job the loop stops `stop_margin` seconds before the job's end time,
+    as on SIGTERM (which Slurm may deliver to Snakemake's job runner only): the state is
+    saved, the exit is 143, and a re-run outside the limit finishes to identical weights."""
+    env = {"SLURM_JOB_ID": "4242", "SLURM_JOB_END_TIME": str(int(time.time()) + 60)}
+    spec = {**SPEC, "stop_margin": 120}  # the deadline has passed: stop after step 1
+    done = subprocess.run(command(job, spec=spec), capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+    assert done.returncode == 143, done.stdout + done.stderr
+    assert "the job's time limit is near: stopped after step 1 of" in done.stdout
+    assert (job / "resume" / STATE_FILE).exists() and not (job / "out").exists()
+    resumed = subprocess.run(command(job, spec=spec), capture_output=True, text=True,
+                             timeout=300)  # no SLURM_JOB_ID: no deadline
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    model, _ = load(job / "out")
+    assert torch.equal(weights(model), reference(job))
 
 
 def test_retry_with_half_micro_batch_resumes_attempt_1_state(job):

@@ -50,7 +50,7 @@ STATE_FILE = "state.pt"
 # Settings that change how a step is computed but not what it computes: a resume state
 # written under other values of these is still valid.
 RUNTIME_ONLY = ("batch_size", "grad_accum", "save_every", "device", "attn_implementation",
-                "compile", "packing", "gpus", "sharding")
+                "compile", "packing", "gpus", "sharding", "stop_margin")
 
 # Dense bf16 tensor-core peak per GPU, for MFU (first match of the device name wins).
 PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
@@ -96,6 +96,11 @@ class FinetuneConfig:
     under torchrun and the model is sharded over them (see `ckptsweep.distributed`). The
     effective batch stays the job's: each process takes its share of every optimizer
     step's examples, in micro-batches of at most ``batch_size``."""
+    stop_margin: float = 300.0
+    """Inside a Slurm job, seconds before the job's time limit at which training saves its
+    state and stops (exit 143), as on SIGTERM. The loop watches the clock itself because
+    Slurm's warning signal goes to the job step's top process, which under
+    proctrack/cgroup is Snakemake's job runner, not this one."""
     sharding: str = "zero3"
     """With ``gpus`` > 1: "zero3" (weights, gradients and AdamW state all sharded) or
     "zero2" (a layer's gathered weights kept from forward to backward: more memory, less
@@ -307,6 +312,28 @@ def sigterm_flag():
             signal.signal(signal.SIGTERM, previous)
 
 
+def slurm_deadline(margin: float, log=print) -> float | None:
+    """``time.time()`` at which a Slurm job should save and stop: its end time (Slurm's
+    ``SLURM_JOB_END_TIME``, else ``squeue``'s) minus ``margin``; None outside Slurm or
+    without a known end time."""
+    import subprocess
+    from datetime import datetime
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    end = os.environ.get("SLURM_JOB_END_TIME")
+    if end and end.isdigit():
+        return int(end) - margin
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True,
+                             text=True, timeout=60).stdout.strip()
+        return datetime.fromisoformat(out).timestamp() - margin  # Slurm's local time
+    except (OSError, ValueError, subprocess.SubprocessError) as err:
+        log(f"Slurm job {job}: no end time ({err!r}); relying on SIGTERM and save_every")
+        return None
+
+
 def make_optimizer(model, cfg: FinetuneConfig, device: str):
     import torch
 
@@ -427,6 +454,10 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
     progress = Progress(total, "finetune", log)
     model.train()
     first_step, first_tokens, t0 = state.step, state.tokens, time.perf_counter()
+    deadline = slurm_deadline(cfg.stop_margin, log)
+    if deadline is not None:
+        log(f"Slurm job: saving and stopping at {time.ctime(deadline)} "
+            f"({cfg.stop_margin:.0f} s before its time limit) if not done by then")
     with sigterm_flag() as stop:
         while state.step < total:
             if state.order is None:
@@ -438,6 +469,8 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
                 loss, tokens = train_step(model if ctx is None else step, body, examples,
                                           steps[state.pos], cfg, tokenizer.pad_token_id,
                                           device, autocast, ctx)
+                if deadline is not None and time.time() >= deadline:
+                    stop.set()  # the time limit is near: stop as on SIGTERM
                 stopping = stop.is_set()
                 if ctx is not None:  # every rank: the step's loss and tokens, and stops
                     loss, tokens, stopping = ctx.sum_step(loss, tokens, stopping)
@@ -464,7 +497,9 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
                     if stopping:
                         where = (f"state saved to {resume_dir}; a re-run resumes from it"
                                  if resume_dir is not None else "no resume dir: no state saved")
-                        raise Interrupted(f"SIGTERM: stopped after step {state.step} of "
+                        why = ("the job's time limit is near" if deadline is not None
+                               and time.time() >= deadline else "SIGTERM")
+                        raise Interrupted(f"{why}: stopped after step {state.step} of "
                                           f"{total}; {where}")
             state.order = None
             state.epoch += 1
