@@ -24,14 +24,12 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from .scores import atomic_write  # noqa: E402
+from .study import FIGURE_NAMES  # noqa: E402
 from .tables import read_tables  # noqa: E402
 
 MAX_PANELS = 12
 NCOLS = 4
 BASE_COLOR = "#E69F00"
-FIGURE_NAMES = ("base_steps", "perf_steps_id", "perf_steps_ood", "perf_steps_benchmark",
-                "perf_steps_cross_task", "group_gain", "formats", "mrc_ood", "mrc_cross_task")
-"""First file of each figure; extra panels spill into ``{name}-2`` etc."""
 ROLE_TITLES = {"id": "in-domain", "ood": "out-of-domain", "benchmark": "benchmarks",
                "cross-task": "cross-task"}
 

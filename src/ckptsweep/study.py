@@ -117,6 +117,16 @@ def final_step(config: dict, model: str) -> str:
     return str(max(config["models"][model]["steps"]))
 
 
+# The AMURO & CHAR outputs, named here (not in tables/figures, which import pandas and
+# matplotlib) because the workflow reads them at parse time, once per Slurm job.
+TABLE_NAMES = ("mrc_cross_task", "mrc_ood", "mrc_format", "format_perf", "perf_steps",
+               "pt_ft_groups", "pt_ft_groups_data", "group_membership", "base_trend",
+               "ft_vs_base", "forgetting")
+"""Each is written as ``{name}.csv`` and ``{name}.html``; ``summary.json`` comes with them."""
+FIGURE_NAMES = ("base_steps", "perf_steps_id", "perf_steps_ood", "perf_steps_benchmark",
+                "perf_steps_cross_task", "group_gain", "formats", "mrc_ood", "mrc_cross_task")
+"""First file of each figure; extra panels spill into ``{name}-2`` etc."""
+
 ABLATION_METHODS = ("free", "constrained", "tokenprob", "loglik")
 """Default methods of the prediction-method ablation (``evaluate.METHODS``, paper order)."""
 

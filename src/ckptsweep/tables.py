@@ -36,7 +36,7 @@ import pandas as pd
 
 from . import stats
 from .scores import atomic_write
-from .study import ABLATION_METHODS
+from .study import ABLATION_METHODS, TABLE_NAMES
 
 PRIMARY = ("accuracy", "rouge_l")
 CELL = ["model", "step", "eval_set", "format", "shots", "metric"]
@@ -45,10 +45,6 @@ FT_CONFIG = ["model", "train_task", "train_kind", "lr"]
 """A fine-tuning configuration; its seeds are averaged where a table says so."""
 DIRECTIONS = {"classification->generation": ("classification", "generation"),
               "generation->classification": ("generation", "classification")}
-TABLE_NAMES = ("mrc_cross_task", "mrc_ood", "mrc_format", "format_perf", "perf_steps",
-               "pt_ft_groups", "pt_ft_groups_data", "group_membership", "base_trend",
-               "ft_vs_base", "forgetting")
-"""Each is written as ``{name}.csv`` and ``{name}.html``; ``summary.json`` comes with them."""
 EXAMPLE_TABLES = ("format_perf", "perf_steps", "pt_ft_groups_data", "group_membership",
                   "base_trend", "ft_vs_base", "forgetting")
 """Tables that need the per-example table (skipped without it)."""

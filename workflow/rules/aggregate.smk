@@ -1,6 +1,5 @@
 # Aggregation: the tidy scores table, then every table and figure, all computed from it.
-from ckptsweep.figures import FIGURE_NAMES
-from ckptsweep.tables import TABLE_NAMES
+from ckptsweep.study import FIGURE_NAMES, TABLE_NAMES
 
 # Outputs stay static: the ablation's table and figure exist only with its config block.
 TABLES = [*TABLE_NAMES, "gpu_hours", *([] if ABLATION is None else ["ablation"])]
