@@ -94,6 +94,10 @@ def get_dataset_spec(wildcards):
     return jsonarg(spec)
 
 
+def get_pretrain_threads(wildcards):
+    return config["models"][wildcards.model].get("threads", THREADS)
+
+
 def get_pretrain_spec(wildcards):
     m = config["models"][wildcards.model]
     spec = {"checkpoints": m["steps"], **m.get("pretrain", {})}

@@ -16,9 +16,9 @@ rule pretrain:
         "benchmarks/pretrain/{model}.tsv"
     conda:
         "../../envs/train.yaml"
-    # A tiny model gains little from a second thread; with several models (the transfer
-    # population) single-threaded jobs side by side use the cores best.
-    threads: THREADS
+    # models.<m>.threads, else the top-level threads: a tiny model gains little from a
+    # second thread, except the one whose pre-training everything else waits for.
+    threads: get_pretrain_threads
     params:
         spec=get_pretrain_spec,
     shell:
