@@ -17,9 +17,6 @@ rule evaluate:
     conda:
         "../../envs/eval.yaml"
     threads: THREADS
-    # Before waiting fine-tunes: a checkpoint's evaluation starts as soon as its fine-tunes
-    # exist, instead of all evaluations queueing at the end (the demo's tail: ~1 min).
-    priority: 10
     params:
         spec=get_eval_spec,
     shell:
@@ -42,7 +39,6 @@ rule ablation:
     conda:
         "../../envs/eval.yaml"
     threads: THREADS
-    priority: 10
     params:
         spec=get_ablation_spec,
     shell:
