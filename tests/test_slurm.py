@@ -345,7 +345,11 @@ def test_profile_documents_every_key_and_scales_with_attempt():
     assert re.findall(r"^\s*gpu_model:\s*(\S.*)$", text, re.M) == (
         ["&gpu_model A100"] + ["*gpu_model"] * (len(GPU_RULES) - 1))
     resources = prof["set-resources"]
-    assert {r: resources[r]["gpu"] for r in GPU_RULES} == dict.fromkeys(GPU_RULES, 1)
+    # A fine-tune's GPUs come from its rule (finetune.gpus, default 1): a profile value
+    # would override a sharded fine-tune's `gpus: 8`.
+    fixed = GPU_RULES - {"finetune"}
+    assert {r: resources[r]["gpu"] for r in fixed} == dict.fromkeys(fixed, 1)
+    assert "gpu" not in resources["finetune"]
     assert {resources[r]["gpu_model"] for r in GPU_RULES} == {"A100"}
     forbidden = get_forbidden_slurm_options()
     for rule, res in resources.items():
