@@ -171,13 +171,27 @@ def cmd_finetune(args, spec):
         raise SystemExit(143) from None  # 128 + SIGTERM: stopped, not broken
 
 
+def load_variant(manifest: str, step: str, folder: str | None, cfg):
+    """A variant of one checkpoint: the base model from the manifest (``folder`` None) or
+    a fine-tune's folder; with its prediction-cache key when the cache is on."""
+    from .evaluate import model_fingerprint
+    from .models import checkpoint, load
+
+    source, revision, remote = folder, None, False
+    if source is None:
+        c = checkpoint(manifest, step)
+        source, revision, remote = c.source, c.revision, c.trust_remote_code
+    model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
+    return model, tok, model_fingerprint(source, revision) if cfg.cache_dir else None
+
+
 def cmd_evaluate(args, spec):
     """Every variant of one checkpoint (the base from the manifest, fine-tunes from their
     folders), each loaded once and scored on its eval sets: ``{out}/{variant}.parquet``.
     The folder is written under a temporary name and renamed when complete, so a
     stopped job never leaves a folder that looks finished."""
-    from .evaluate import EvalConfig, EvalSet, evaluate_model, model_fingerprint, write_predictions
-    from .models import checkpoint, load, set_threads
+    from .evaluate import EvalConfig, EvalSet, evaluate_model, write_predictions
+    from .models import set_threads
 
     set_threads(args.threads)
     ev = dict(spec["evaluation"])
@@ -190,12 +204,8 @@ def cmd_evaluate(args, spec):
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for variant in spec["variants"]:
-        source, revision, remote = variant["model"], None, False
-        if source is None:
-            c = checkpoint(args.manifest, spec["step"])
-            source, revision, remote = c.source, c.revision, c.trust_remote_code
-        model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
-        model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
+        model, tok, model_key = load_variant(args.manifest, spec["step"], variant["model"],
+                                             cfg)
         sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in variant["sets"]]
         t0 = time.perf_counter()
         df = evaluate_model(model, tok, sets, cfg, progress=log, model_key=model_key)
@@ -222,10 +232,9 @@ def cmd_ablation(args, spec):
         EvalConfig,
         EvalSet,
         evaluate_model,
-        model_fingerprint,
         write_predictions,
     )
-    from .models import checkpoint, load, set_threads
+    from .models import set_threads
 
     set_threads(args.threads)
     ev = dict(spec["evaluation"])
@@ -241,12 +250,8 @@ def cmd_ablation(args, spec):
     frames = []
     t0 = time.perf_counter()
     for variant in spec["variants"]:
-        source, revision, remote = variant["model"], None, False
-        if source is None:
-            c = checkpoint(args.manifest, spec["step"])
-            source, revision, remote = c.source, c.revision, c.trust_remote_code
-        model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
-        model_key = model_fingerprint(source, revision) if cfg.cache_dir else None
+        model, tok, model_key = load_variant(args.manifest, spec["step"], variant["model"],
+                                             cfg)
         for method in spec["methods"]:
             log(f"{variant['name']}: method {method}")
             df = evaluate_model(model, tok, [sets[n] for n in variant["sets"]],

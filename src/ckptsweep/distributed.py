@@ -263,12 +263,24 @@ def _rngs():
             "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
 
 
+def write_state_file(blob: dict, file: Path) -> None:
+    """``torch.save`` to a temporary name, fsync, rename: a killed job never leaves a
+    half-written state file (one- and multi-process training both write through this)."""
+    import torch
+
+    tmp = file.with_name(file.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(blob, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, file)
+
+
 def save_state(ctx: Context, path: Path, state, model, opt, sched, rng, fp: str) -> None:
     """Every rank writes its shard of the weights and AdamW moments (DCP) into
     ``shards-<step>/``; then rank 0 writes ``state.pt`` (the loop's position, schedule,
     RNGs of every rank, and which shards) atomically and removes older shards. A kill at
     any point leaves the previous ``state.pt`` and the shards it names."""
-    import torch
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -283,12 +295,7 @@ def save_state(ctx: Context, path: Path, state, model, opt, sched, rng, fp: str)
         blob = {"fingerprint": fp, "train": asdict(state), "shards": name,
                 "world": ctx.world, "scheduler": sched.state_dict(),
                 "python_rng": rng.getstate(), "rngs": rngs}
-        tmp = path / (STATE_FILE + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path / STATE_FILE)
+        write_state_file(blob, path / STATE_FILE)
         for old in path.glob(SHARDS + "*"):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)

@@ -257,12 +257,7 @@ def save_state(path: Path, state: TrainState, model, opt, sched, rng, fp: str) -
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    tmp = path / (STATE_FILE + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(blob, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / STATE_FILE)
+    distributed.write_state_file(blob, path / STATE_FILE)
 
 
 def load_state(path: Path, model, opt, sched, rng, fp: str, device: str, log) -> TrainState:
