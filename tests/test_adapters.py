@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ckptsweep.adapters import ADAPTERS, SCHEMA_TASK, convert, prepare_split
+from ckptsweep.prompts import render, target
 from ckptsweep.tasks import check_record, task_type
 from ckptsweep.world import WorldConfig, build_world
 
@@ -61,6 +62,32 @@ def test_string_labels_and_answer_keys():
     letters = dict(HUB_RECORDS["arc"], answerKey="C",
                    choices={"text": ["x", "y", "z"], "label": ["A", "B", "C"]})
     assert convert("arc", letters, 0, "a")["label"] == 2
+
+
+def test_hellaswag_completion_prompt_is_lm_evaluation_harness():
+    """Real HellaSwag (task `completion`): "activity_label: ctx_a Ctx_b", then " " + each
+    ending, both cleaned of WikiHow's bracket markers as the harness does; the same record
+    also carries the question-style fields the synthetic world's `multiple_choice` uses."""
+    raw = {"ind": 7, "activity_label": "Personal Care and Style",
+           "ctx_a": "[header] How to dye your hair [title] Buy the dye.", "ctx_b": "wear gloves",
+           "endings": ["[step] Put on the gloves  first.", "Eat lunch.", "Sleep [substeps] now.",
+                       "Run."], "label": "0"}
+    rec = convert("hellaswag", raw, 0, "h")
+    completion = task_type("completion")
+    check_record(completion, rec, "hellaswag")
+    check_record(task_type("multiple_choice"), rec, "hellaswag")
+    assert render(completion, rec, "default") == (
+        "Personal Care and Style: How to dye your hair. Buy the dye. Wear gloves")
+    assert rec["choices"] == [" Put on the gloves first.", "Eat lunch.", "Sleep now.", "Run."]
+    assert target(completion, rec) == "  Put on the gloves first."  # the harness's " " + ending
+    assert (rec["context"], rec["question"]) == (raw["ctx_a"], "wear gloves")
+
+
+def test_a_schema_refuses_a_task_it_does_not_convert_to(tmp_path):
+    raw = write_jsonl(tmp_path / "raw" / "test.jsonl", [HUB_RECORDS["hellaswag"]])
+    with pytest.raises(ValueError, match="converts to task type 'completion' or "
+                                         "'multiple_choice', but the config says 'nli'"):
+        prepare_split("hellaswag", "nli", raw, tmp_path / "out.jsonl", "hubset")
 
 
 def test_arc_question_splits_context_at_last_question_marker():

@@ -17,6 +17,7 @@ from rouge_score import rouge_scorer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
+from ckptsweep.adapters import convert
 from ckptsweep.evaluate import (
     COLUMNS,
     EvalConfig,
@@ -99,6 +100,12 @@ def sets(tmp_path_factory):
                              " ".join(rng.sample(CITIES, 3))], "label": i % 3}
                 for i in range(n)]
 
+    def completion(prefix, n):  # HellaSwag rows through its adapter (task `completion`)
+        return [dict(convert("hellaswag", {
+            "ind": i, "activity_label": "Travel", "ctx_a": _text(rng, 2), "ctx_b": "she flies to",
+            "endings": rng.sample(CITIES, 4), "label": str(i % 4)}, i, prefix),
+            id=f"{prefix}-{i}") for i in range(n)]
+
     nli_test = nli("nli-test", 10)
     # A pool record that shares a scored id must never be used as a demonstration.
     nli_pool = [*nli("nli-train", 12), dict(nli_test[0], premise="LEAKED")]
@@ -109,6 +116,8 @@ def sets(tmp_path_factory):
                 _write(d / "summ_train.jsonl", summ("s-train", 8)), limit=6),
         EvalSet("mc", "multiple_choice", _write(d / "mc_test.jsonl", mc("mc-test", 6)),
                 _write(d / "mc_train.jsonl", mc("mc-train", 8))),
+        EvalSet("hs", "completion", _write(d / "hs_test.jsonl", completion("hs-test", 6)),
+                _write(d / "hs_train.jsonl", completion("hs-train", 8))),
     ]
 
 
@@ -154,8 +163,9 @@ def _rebuild_prompt(tokenizer, es: EvalSet, row) -> str:
 
 def test_columns_and_rows(frame, sets):
     assert tuple(frame.columns) == COLUMNS
-    # nli: 10 x 2 formats x 2 shot counts; summ: limit 6 x 2; mc: 6 x 2.
-    assert frame.groupby("eval_set").size().to_dict() == {"nli_id": 40, "summ_id": 12, "mc": 12}
+    # nli: 10 x 2 formats x 2 shot counts; summ: limit 6 x 2; mc and hs: 6 x 2.
+    assert frame.groupby("eval_set").size().to_dict() == {"nli_id": 40, "summ_id": 12, "mc": 12,
+                                                          "hs": 12}
     gen = frame[frame.task == "summarization"]
     assert (gen.metric == "rouge_l").all() and gen.label_logprobs.map(len).eq(0).all()
     assert gen.score_norm.isna().all()
@@ -164,7 +174,7 @@ def test_columns_and_rows(frame, sets):
 
 
 def test_label_logprobs_equal_direct_forward(frame, model, tokenizer, sets):
-    for es in (sets[0], sets[2]):
+    for es in (sets[0], sets[2], sets[3]):
         task = task_type(es.task)
         records = _records(es)
         for row in frame[frame.eval_set == es.name].itertuples():
@@ -280,8 +290,8 @@ def test_rouge_l_is_the_library_value(frame, sets):
 
 
 def test_multiple_choice_score_norm_is_length_normalised(frame, sets):
-    records = _records(sets[2])
-    for row in frame[frame.task == "multiple_choice"].itertuples():
+    records = {**_records(sets[2]), **_records(sets[3])}
+    for row in frame[frame.task.isin(["multiple_choice", "completion"])].itertuples():
         record = records[row.id]
         lps, choices = row.label_logprobs, record["choices"]
         best_norm = int(np.argmax([lp / len(c) for lp, c in zip(lps, choices, strict=True)]))

@@ -428,6 +428,12 @@ def test_gpu_hours_from_benchmark_files(tmp_path):
     four = T.gpu_hours(root, {"finetune": 4}).set_index("rule")
     assert four.loc["finetune", "gpu_hours"] == pytest.approx(6.0)
     assert four.loc["evaluate", "gpu_hours"] == 0
+    # One fine-tune set to 8 GPUs (study.finetune_gpus): its hours count 8x, the other's 1x.
+    eight = T.gpu_hours(root, finetune_gpus={"tiny/nli-lr1e-3-s0": 8, "other/x": 2})
+    eight = eight.set_index("rule")
+    assert eight.loc["finetune", "gpu_hours"] == pytest.approx(1.5 * 8)
+    assert eight.loc["finetune", "gpus_per_job"] == pytest.approx(8)
+    assert eight.loc["total", "gpu_hours"] == pytest.approx(12 + 0.4)
     assert T.gpu_hours(tmp_path / "none").empty
 
 

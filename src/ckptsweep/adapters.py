@@ -20,8 +20,11 @@ Real-hub facts the adapters respect:
 - ARC has no context field. A question containing ``" Question: "`` is split at its last
   occurrence into context (before) and question (after); the synthetic world's ``arc_who``
   stores its facts that way. Other ARC questions get an empty context.
-- HellaSwag maps ``ctx_a`` to the context and ``ctx_b`` to the question (the world stores
-  its facts in ``ctx_a`` and the question sentence in ``ctx_b``); the endings are the choices.
+- HellaSwag converts to two task types. ``completion`` (real HellaSwag, whose ``ctx_b`` is
+  the start of the sentence the endings finish) scores each ending after the passage built
+  as lm-evaluation-harness does: ``activity_label: ctx_a Ctx_b`` and the endings cleaned
+  of WikiHow's bracket artifacts. ``multiple_choice`` (the synthetic world, which stores
+  its facts in ``ctx_a`` and a question in ``ctx_b``) asks ``ctx_b`` as the question.
 - RTE (GLUE ``rte``: 0 entailment, 1 not_entailment) is two-way: task type ``nli_binary``.
 - STS-B (GLUE ``stsb``) is a 0-5 similarity score, -1 on the test split: a pair is a
   paraphrase ("yes") when its score is at least ``threshold`` (an option set in the config;
@@ -41,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,9 +160,20 @@ def boolq(record: dict, line: int) -> dict:
             "choices": ["false", "true"], "label": label}
 
 
+def _hellaswag_clean(text: str) -> str:
+    """lm-evaluation-harness's HellaSwag text clean-up (WikiHow items carry ``[title]``-
+    style markers and double spaces)."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub(r"\[.*?\]", "", text).replace("  ", " ")
+
+
 def hellaswag(record: dict, line: int) -> dict:
-    return {"id": _own_id(record, "ind"), "context": record["ctx_a"], "question": record["ctx_b"],
-            "choices": list(record["endings"]),
+    """Fields of both task types (see the module notes): ``passage`` for ``completion``,
+    ``context`` and ``question`` for ``multiple_choice``."""
+    passage = f"{record['activity_label']}: {record['ctx_a']} {record['ctx_b'].capitalize()}"
+    return {"id": _own_id(record, "ind"), "passage": _hellaswag_clean(passage),
+            "context": record["ctx_a"], "question": record["ctx_b"],
+            "choices": [_hellaswag_clean(e) for e in record["endings"]],
             "label": _int_label(record["label"], line, len(record["endings"]))}
 
 
@@ -261,7 +276,7 @@ SCHEMA_TASK: dict[str, str] = {
     "arc": "multiple_choice",
     "sciq": "multiple_choice",
     "boolq": "multiple_choice",
-    "hellaswag": "multiple_choice",
+    "hellaswag": "completion",
     "xlsum": "summarization",
     "cnn_dailymail": "summarization",
     "sciq_qg": "question_generation",
@@ -271,7 +286,9 @@ SCHEMA_TASK: dict[str, str] = {
     "stsb": "paraphrase",
     "openbookqa": "multiple_choice",
 }
-"""The canonical task type each schema converts to."""
+"""The canonical task type each schema converts to by default."""
+SCHEMA_ALSO: dict[str, tuple[str, ...]] = {"hellaswag": ("multiple_choice",)}
+"""Other task types a schema's records also carry the fields of (the module notes)."""
 
 
 def adapter(schema: str) -> Adapter:
@@ -330,10 +347,10 @@ def prepare_rows(schema: str, task: str, rows, dataset: str, split: str, where: 
     """
     adapter(schema)  # an unknown schema fails here, not as a conversion error on line 1
     check_options(schema, options)
-    expected = SCHEMA_TASK.get(schema)
-    if expected is not None and expected != task:
+    expected = (SCHEMA_TASK[schema], *SCHEMA_ALSO.get(schema, ()))
+    if task not in expected:
         raise ValueError(f"dataset {dataset!r}: schema {schema!r} converts to task type "
-                         f"{expected!r}, but the config says {task!r}")
+                         f"{' or '.join(map(repr, expected))}, but the config says {task!r}")
     ttype = task_type(task)
     records, seen = [], set()
     for line, raw in rows:

@@ -127,8 +127,9 @@ EVAL_SETS = {
     **{f"llmbar_{s}": _bench("llmbar", "classification")
        for s in ("Natural", "Adversarial_Manual", "Adversarial_Neighbor")},
     **{e: _bench("multiple_choice", "multiple_choice")
-       for e in ("arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "sciq_mc",
-                 "rte_mc", "qqp_mc")},
+       for e in ("arc_challenge", "arc_easy", "boolq", "openbookqa", "sciq_mc", "rte_mc",
+                 "qqp_mc")},
+    "hellaswag": _bench("completion", "multiple_choice"),
 }
 """Eval-set description (``scores.assign_role``'s format) from the paper's Table 1."""
 PERF_NAMES = {**{e: e for e in EVAL_SETS if not e.endswith(("_qg", "_mc"))}, "sciq": "sciq_qg"}

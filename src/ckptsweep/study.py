@@ -56,6 +56,15 @@ def finetune(config: dict, name: str, model: str | None = None) -> dict:
     raise KeyError(f"no fine-tune named {name!r} in the config")
 
 
+def finetune_gpus(config: dict) -> dict[str, int]:
+    """``{model}/{fine-tune}`` -> GPUs, for every fine-tune set to more than one GPU (its
+    ``gpus`` setting): what the GPU-hours table counts for it instead of the rule's
+    ``analysis.gpus_per_job.finetune``."""
+    return {f"{model}/{f['name']}": int(f["settings"]["gpus"])
+            for model in config.get("models", {}) for f in finetunes(config, model)
+            if int(f["settings"].get("gpus", 1)) > 1}
+
+
 def eval_sets(config: dict) -> dict[str, dict]:
     """Datasets with an ``eval`` block: {name: {task, kind, of, role_in, formats, n}}."""
     out = {}

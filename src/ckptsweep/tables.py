@@ -69,6 +69,9 @@ def _settings(cfg: Mapping) -> dict:
             "min_base": float(cfg.get("min_base", 0.01)),
             "cross_task": dict(cfg.get("cross_task") or {}),
             "gpus_per_job": dict(cfg.get("gpus_per_job") or GPUS_PER_JOB),
+            # Filled by the workflow (study.finetune_gpus), not a config key: the GPUs of
+            # each multi-GPU fine-tune, which the rule-wide gpus_per_job would undercount.
+            "finetune_gpus": dict(cfg.get("finetune_gpus") or {}),
             "models": list(cfg.get("models") or []),
             "notes": dict(cfg.get("notes") or {})}
 
@@ -591,7 +594,8 @@ def _read_benchmark(path: Path) -> pd.DataFrame:
 
 def gpu_hours(benchmark_dir: str | os.PathLike,
               gpus_per_job: Mapping[str, float] | None = None,
-              models: Sequence[str] | None = None) -> pd.DataFrame:
+              models: Sequence[str] | None = None,
+              finetune_gpus: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Wall-clock and GPU hours per rule (stage) from Snakemake ``benchmark:`` files, like
     the paper's Table 3.
 
@@ -599,11 +603,15 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
     counts under its own stem). Every row counts: a ``repeat()``-ed benchmark ran its job
     that many times. hours = sum of ``s`` / 3600; gpu_hours = hours x the rule's GPUs per
     job (``gpus_per_job``, default ``GPUS_PER_JOB``: 1 for pretrain, finetune, evaluate
-    and ablation, 0 for any other rule); cpu_hours from ``cpu_time`` (NaN where absent). A last
-    row ``rule = "total"`` sums the others. With ``models`` (``analysis.models``), the
-    per-model rules' files of other models and the transfer rules' files are left out, so
-    the table covers the analysed models only, whatever else ran beside them."""
+    and ablation, 0 for any other rule), except that a fine-tune named in ``finetune_gpus``
+    (``{model}/{fine-tune}``: its ``gpus`` setting, `study.finetune_gpus`) counts that many;
+    a rule's ``gpus_per_job`` column is then its time-weighted mean. cpu_hours from
+    ``cpu_time`` (NaN where absent). A last row ``rule = "total"`` sums the others. With
+    ``models`` (``analysis.models``), the per-model rules' files of other models and the
+    transfer rules' files are left out, so the table covers the analysed models only,
+    whatever else ran beside them."""
     gpus = dict(GPUS_PER_JOB if gpus_per_job is None else gpus_per_job)
+    finetune_gpus = dict(finetune_gpus or {})
     root = Path(benchmark_dir)
     rows = []
     for path in sorted(root.rglob("*.tsv")):
@@ -613,7 +621,11 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
                 rule in PER_MODEL_RULES and Path(rel.parts[1]).stem not in models)):
             continue
         df = _read_benchmark(path)
+        job_gpus = float(gpus.get(rule, 0))
+        if rule == "finetune" and len(rel.parts) > 2:  # finetune/{model}/{step}/{ft}.tsv
+            job_gpus = float(finetune_gpus.get(f"{rel.parts[1]}/{path.stem}", job_gpus))
         rows.append({"rule": rule, "jobs": 1, "runs": len(df), "seconds": df["s"].sum(),
+                     "gpu_seconds": df["s"].sum() * job_gpus,
                      "cpu_seconds": df["cpu_time"].sum(min_count=1) if "cpu_time" in df
                      else np.nan,
                      "max_rss_mb": df["max_rss"].max() if "max_rss" in df else np.nan})
@@ -623,12 +635,15 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
         return pd.DataFrame(columns=cols)
     per = pd.DataFrame(rows).groupby("rule", sort=True).agg(
         jobs=("jobs", "sum"), runs=("runs", "sum"), seconds=("seconds", "sum"),
+        gpu_seconds=("gpu_seconds", "sum"),
         cpu_seconds=("cpu_seconds", lambda s: s.sum(min_count=1)),
         max_rss_mb=("max_rss_mb", "max")).reset_index()
     per["hours"] = per["seconds"] / 3600
     per["cpu_hours"] = per["cpu_seconds"] / 3600
-    per["gpus_per_job"] = per["rule"].map(lambda r: float(gpus.get(r, 0)))
-    per["gpu_hours"] = per["hours"] * per["gpus_per_job"]
+    per["gpu_hours"] = per["gpu_seconds"] / 3600
+    # Time-weighted mean over the rule's jobs; the rule's own setting where it took no time.
+    per["gpus_per_job"] = (per["gpu_seconds"] / per["seconds"]).where(
+        per["seconds"] > 0, per["rule"].map(lambda r: float(gpus.get(r, 0))))
     total = {"rule": "total", "jobs": per["jobs"].sum(), "runs": per["runs"].sum(),
              "hours": per["hours"].sum(), "cpu_hours": per["cpu_hours"].sum(min_count=1),
              "max_rss_mb": per["max_rss_mb"].max(), "gpus_per_job": np.nan,
@@ -693,8 +708,8 @@ def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_c
     for name, df in tables.items():
         paths += _write_table(out, name, df)
     if benchmarks is not None:
-        paths += _write_table(out, "gpu_hours", gpu_hours(benchmarks, cfg["gpus_per_job"],
-                                                          cfg["models"] or None))
+        paths += _write_table(out, "gpu_hours", gpu_hours(
+            benchmarks, cfg["gpus_per_job"], cfg["models"] or None, cfg["finetune_gpus"]))
     if ablation is not None:
         paths += _write_table(out, "ablation", ablation_table(ablation, **_boot(cfg)))
     text = json.dumps(_json_safe(headline), indent=2, allow_nan=False) + "\n"

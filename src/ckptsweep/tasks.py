@@ -11,6 +11,8 @@ Canonical records (one JSON object per line in ``resources/data/{dataset}/{split
 - ``summarization``:       id, document, summary
 - ``question_generation``: id, context, answer, question
 - ``multiple_choice``:     id, context, question, choices (list[str]), label (int)
+- ``completion``:          id, passage, choices (list[str]), label (int): the choices
+                           continue the passage (HellaSwag), no question frame
 - ``chat``:                id, messages (list of {role, content}); training only
 """
 
@@ -110,6 +112,9 @@ TASK_TYPES: dict[str, TaskType] = {
             "multiple_choice", "multiple_choice", ("context", "question", "choices"), "label",
             templates=(("default", "{context} Question: {question} Answer:"),),
         ),
+        # lm-evaluation-harness's HellaSwag: the passage, then " " + each ending.
+        TaskType("completion", "multiple_choice", ("passage", "choices"), "label",
+                 templates=(("default", "{passage}"),)),
         TaskType("chat", "chat", ("messages",), "messages"),
     )
 }

@@ -536,7 +536,8 @@ class DatasetSpec:
 
     @property
     def task(self) -> str:
-        return SCHEMA_TASK[self.schema]
+        # The world's HellaSwag asks its ctx_b as a question instead of finishing a sentence.
+        return "multiple_choice" if self.schema == "hellaswag" else SCHEMA_TASK[self.schema]
 
 
 def dataset_specs(cfg: WorldConfig) -> list[DatasetSpec]:

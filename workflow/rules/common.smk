@@ -310,7 +310,8 @@ def get_runs_spec(wildcards):
 
 
 def get_analysis_spec(wildcards):
-    return jsonarg(config["analysis"])
+    """The `analysis` block, plus the GPUs of each multi-GPU fine-tune (GPU-hours table)."""
+    return jsonarg({**config["analysis"], "finetune_gpus": study.finetune_gpus(config)})
 
 
 # The transfer population (config block `transfer`, workflow/rules/transfer.smk).
