@@ -98,3 +98,8 @@ def test_the_paper_dry_run_builds_the_whole_grid_offline(tmp_path):
     assert "pretrain" not in counts and "world" not in counts
     assert took < 60, f"dry run took {took:.0f} s"
     assert not (tmp_path / "hf").exists()  # nothing fetched while planning
+    # A fine-tune's GPUs and host memory (per process x GPUs) come from its settings.
+    jobs = re.findall(r"\nrule finetune:\n(?:    .*\n)*?    wildcards: model=(\w+),.*\n"
+                      r"    resources: .*?mem_mb=(\d+),.*?gpu=(\d+)", proc.stdout)
+    assert len(jobs) == 44 and set(jobs) == {("olmo1b", "32000", "1"),
+                                              ("llama3_8b", "192000", "4")}, set(jobs)

@@ -139,7 +139,10 @@ def get_finetune_input(wildcards):
 
 def get_finetune_spec(wildcards):
     ft = study.finetune(config, wildcards.ft, wildcards.model)
-    settings = {k: v for k, v in ft["settings"].items() if k not in ("lr", "seeds")}
+    # lr and seed: one value each per fine-tune; mem_mb: the job's, not the trainer's.
+    settings = {
+        k: v for k, v in ft["settings"].items() if k not in ("lr", "seeds", "mem_mb")
+    }
     return jsonarg({"task": ft["task"], **settings, "lr": ft["lr"], "seed": ft["seed"]})
 
 
@@ -149,6 +152,15 @@ def get_finetune_gpus(wildcards):
     """
     ft = study.finetune(config, wildcards.ft, wildcards.model)
     return int(ft["settings"].get("gpus", 1))
+
+
+def get_finetune_mem_mb(wildcards, attempt):
+    """Host memory of one fine-tune: its `mem_mb` setting (per process, default 32000) x
+    its GPUs, doubled on each retry. Per process because every process of a sharded
+    fine-tune loads the full fp32 checkpoint before sharding it."""
+    ft = study.finetune(config, wildcards.ft, wildcards.model)
+    per_process = int(ft["settings"].get("mem_mb", 32000))
+    return per_process * int(ft["settings"].get("gpus", 1)) * 2 ** (attempt - 1)
 
 
 def get_resume_dir(wildcards):

@@ -22,6 +22,9 @@ rule finetune:
         # finetune ...` (logged), the model sharded over the GPUs (ckptsweep.distributed:
         # FSDP2, ZeRO-3-like). A profile's set-resources `finetune: gpu:` overrides this.
         gpu=get_finetune_gpus,
+        # Host memory: the fine-tune's `mem_mb` setting per process x its GPUs, doubled
+        # on each retry (a profile's set-resources `finetune: mem_mb:` overrides this).
+        mem_mb=get_finetune_mem_mb,
     params:
         spec=get_finetune_spec,
         # The state survives a failed or pre-empted job (it is not an output); the job
