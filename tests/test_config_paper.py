@@ -40,6 +40,11 @@ def test_the_paper_grid():
         s = f["settings"]
         assert f["lr"] == 5e-6 and s["epochs"] == 2 and s["batch_size"] * s["grad_accum"] == 16
     assert study.finetune(PAPER, "xsum-lr5e-6-s0", "llama3_8b")["settings"]["epochs"] == 2
+    # RTE (two-way) for MNLI fine-tunes: not_entailment scored as neutral + contradiction.
+    rte = {"entailment": ["entailment"], "not_entailment": ["neutral", "contradiction"]}
+    assert study.answer_words(PAPER, "mnli-lr5e-6-s0", "llama3_8b", "rte") == rte
+    assert study.answer_words(PAPER, "base", "olmo1b", "rte") is None
+    assert study.answer_words(PAPER, "paws-lr2e-6-s0", "olmo1b", "rte") is None
     # Its training state (~128 GB) is sharded over 4 GPUs; the GPU-hours table counts 4.
     assert study.finetune_gpus(PAPER) == {f"llama3_8b/{f['name']}": 4 for f in fts}
     assert study.finetune(PAPER, "xsum-lr2e-7-s0", "olmo1b")["settings"]["epochs"] == 3

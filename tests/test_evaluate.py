@@ -309,6 +309,44 @@ def test_load_records_names_file_and_line(tmp_path):
     assert [r["id"] for r in load_records(path)] == ["a", "b"]
 
 
+def test_answer_words_sum_the_words_of_each_label(model, tokenizer, sets, tmp_path):
+    """Two-way RTE scored by a three-way NLI model: not_entailment = neutral +
+    contradiction, probabilities summed; predictions stay in RTE's labels."""
+    records = [{**r, "label": int(r["label"] > 0)} for r in load_records(sets[0].test_path)]
+    words = {"entailment": ["entailment"], "not_entailment": ["neutral", "contradiction"]}
+    rte = EvalSet("rte", "nli_binary", _write(tmp_path / "rte.jsonl", records), None,
+                  answer_words=words)
+    cfg = EvalConfig(shots=(0,), space_variants=False, batch_size=4)
+    frame = evaluate_model(model, tokenizer, [rte], cfg)
+    task = task_type("nli_binary")
+    for row, record in zip(frame.itertuples(), records, strict=True):
+        prompt = build_prompt(task, record, "default", [], "", lambda t: 0, 10**9).text
+        lp = {w: _direct_logprob(model, tokenizer, prompt, " " + w)
+              for w in ("entailment", "neutral", "contradiction")}
+        direct = [lp["entailment"], float(np.logaddexp(lp["neutral"], lp["contradiction"]))]
+        np.testing.assert_allclose(row.label_logprobs, direct, atol=1e-4)
+        assert row.prediction == task.labels[int(np.argmax(direct))]
+        assert row.score == float(np.argmax(direct) == record["label"])
+    # Without answer_words the same set scores RTE's own words: different numbers.
+    own = evaluate_model(model, tokenizer, [EvalSet("rte", "nli_binary", rte.test_path, None)],
+                         cfg)
+    assert not np.allclose(np.stack(own.label_logprobs), np.stack(frame.label_logprobs))
+
+
+@pytest.mark.parametrize("task, words, method, message", [
+    ("multiple_choice", {"a": ["b"]}, "loglik", "answer_words need a classification task"),
+    ("nli_binary", {"entailment": ["entailment"], "not_entailment": ["neutral"]}, "free",
+     "answer_words need a classification task scored by loglik or tokenprob"),
+    ("nli_binary", {"entailment": ["entailment"]}, "loglik",
+     r"answer_words needs exactly the labels \['entailment', 'not_entailment'\]"),
+])
+def test_answer_words_errors_name_the_set(model, tokenizer, sets, task, words, method,
+                                          message):
+    bad = EvalSet("rte", task, sets[0].test_path, None, answer_words=words)
+    with pytest.raises(ValueError, match=message):
+        evaluate_model(model, tokenizer, [bad], EvalConfig(shots=(0,), method=method))
+
+
 def test_config_errors_before_any_work(model, tokenizer, sets):
     bad = EvalSet("mc_io", "multiple_choice", sets[2].test_path, sets[2].pool_path,
                   formats=("io",))

@@ -53,6 +53,9 @@ def test_seed_and_lr_lists_multiply_the_grid():
     (lambda c: c["finetune"]["tasks"].update(arc_who={}), "finetune.tasks.arc_who"),
     (lambda c: c["analysis"]["groups"]["finetuning"].append({"eval": "x", "train": "nli"}),
      r"analysis.groups.finetuning\[4\].eval"),
+    (lambda c: c["datasets"]["para"]["eval"].update(
+        answer_words={"nli": {"yes": ["entailment"], "maybe": ["neutral"]}}),
+     r"datasets.para.eval.answer_words.nli: needs exactly the set's labels \['no', 'yes'\]"),
 ])
 def test_cross_reference_errors_name_the_key(edit, message):
     cfg = copy.deepcopy(demo())

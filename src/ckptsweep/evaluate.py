@@ -142,6 +142,11 @@ class EvalSet:
     limit: int | None = None
     """Score only the first ``limit`` records of ``test_path`` (data preparation has
     already sub-sampled, so no shuffle here); None scores them all."""
+    answer_words: dict[str, list[str]] | None = None
+    """Classification by log-likelihood or token probability only: label -> the words it
+    is scored as, their probabilities summed, for a model fine-tuned on another label set
+    (an MNLI model on two-way RTE: not_entailment = neutral + contradiction). Predictions
+    and ``label_logprobs`` stay in this set's labels. None: each label's own word."""
 
 
 @dataclass
@@ -686,9 +691,14 @@ def _build_items(lm: _Lm, es: EvalSet, task: TaskType, fmt: str, shots: int, met
     items = []
     for record, record_demos in zip(records, demos, strict=True):
         labels = [] if task.kind == "generation" else _choice_texts(task, record)
-        # prompts.target gives the answer's text convention (leading space) for any label.
-        cands = [lm.label_variants(target(task, {**record, "label": k}))
-                 for k in range(len(labels))]
+        if es.answer_words:
+            # Each label scored as the sum over its answer words (and their spellings).
+            cands = [[ids for word in es.answer_words[label] for ids in lm.label_variants(
+                " " + word)] for label in labels]
+        else:
+            # prompts.target gives the answer's text convention (leading space) for a label.
+            cands = [lm.label_variants(target(task, {**record, "label": k}))
+                     for k in range(len(labels))]
         budget = lm.max_length - _answer_room(lm.cfg, method, cands)
         prompt, ids = lm.build(task, record, fmt, record_demos, budget)
         gold = gold_text(task, record)
@@ -901,6 +911,8 @@ def _decoding(cfg: EvalConfig, method: str) -> dict:
 def _block_key(lm: _Lm, es: EvalSet, fmt: str, shots: int, method: str) -> dict:
     return {"version": SCORING_VERSION, "model": lm.model_key, "eval_set": es.name,
             "task": es.task, "format": fmt, "shots": shots, "method": method,
+            # Only when set, so that the keys (and caches) of every other set stay as they were.
+            **({"answer_words": es.answer_words} if es.answer_words else {}),
             "decoding": _decoding(lm.cfg, method), "dtype": lm.cfg.dtype,
             "max_length": lm.max_length}
 
@@ -987,6 +999,14 @@ def _check(sets: list[EvalSet], cfg: EvalConfig) -> None:
                              f"({task.kind}) cannot be evaluated")
         for fmt in es.formats:
             task.template(fmt)  # raises a KeyError naming the formats the task has
+        if es.answer_words:
+            if task.kind != "classification" or cfg.method not in ("loglik", "tokenprob"):
+                raise ValueError(f"eval set {es.name!r}: answer_words need a classification "
+                                 f"task scored by loglik or tokenprob, not {task.name!r} by "
+                                 f"{cfg.method!r}")
+            if sorted(es.answer_words) != sorted(task.labels):
+                raise ValueError(f"eval set {es.name!r}: answer_words needs exactly the "
+                                 f"labels {list(task.labels)}, got {sorted(es.answer_words)}")
 
 
 def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,

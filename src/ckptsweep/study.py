@@ -78,6 +78,18 @@ def eval_sets(config: dict) -> dict[str, dict]:
     return out
 
 
+def answer_words(config: dict, variant: str, model: str | None,
+                 eval_set: str) -> dict[str, list[str]] | None:
+    """The words each label of ``eval_set`` is scored as for ``variant``: the set's
+    ``eval.answer_words`` entry for the task type the variant was fine-tuned on, if any
+    (None: the set's own label words; always for the base model)."""
+    if variant == "base":
+        return None
+    trained = finetune(config, variant, model)["task"]
+    ev = config["datasets"][eval_set].get("eval") or {}
+    return (ev.get("answer_words") or {}).get(trained)
+
+
 def eval_plan(config: dict, variant: str, model: str | None = None) -> dict[str, list[str]]:
     """Eval set -> prompt formats evaluated for one model variant.
 
@@ -179,6 +191,11 @@ def check(config: dict) -> None:
         ev = d.get("eval")
         if ev and ev.get("of") is not None and ev["of"] not in datasets:
             raise ValueError(f"datasets.{name}.eval.of: {ev['of']!r} is not a dataset")
+        for trained, words in ((ev or {}).get("answer_words") or {}).items():
+            labels = task_type(d["task"]).labels
+            if sorted(words) != sorted(labels):
+                raise ValueError(f"datasets.{name}.eval.answer_words.{trained}: needs exactly "
+                                 f"the set's labels {list(labels)}, got {sorted(words)}")
         if ev:
             have = task_type(d["task"]).formats
             for fmt in ev.get("formats", ["default"]):

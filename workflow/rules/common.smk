@@ -187,7 +187,7 @@ def get_eval_input(wildcards):
     }
 
 
-def eval_set_spec(name, formats):
+def eval_set_spec(name, formats, answer_words=None):
     """One eval set as `ckptsweep evaluate` and `ckptsweep ablation` read it."""
     return {
         "name": name,
@@ -195,6 +195,7 @@ def eval_set_spec(name, formats):
         "test_path": f"resources/data/{name}/test.jsonl",
         "pool_path": f"resources/data/{name}/train.jsonl",
         "formats": formats,
+        **({"answer_words": answer_words} if answer_words else {}),
     }
 
 
@@ -212,7 +213,11 @@ def get_eval_spec(wildcards):
             ),
             # Sorted: reordering datasets in the config must not look like a params change.
             "sets": [
-                eval_set_spec(name, formats)
+                eval_set_spec(
+                    name,
+                    formats,
+                    study.answer_words(config, variant, w.model, name),
+                )
                 for name, formats in sorted(
                     study.eval_plan(config, variant, w.model).items()
                 )
