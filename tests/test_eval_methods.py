@@ -235,7 +235,8 @@ def test_free_generation_with_canned_outputs(model, tokenizer, sets, monkeypatch
 def test_methods_apply_to_classification_only(model, tokenizer, sets):
     df = evaluate_model(model, tokenizer, sets, _cfg(method="tokenprob"))
     assert df.groupby("task").method.unique().map(list).to_dict() == {
-        "multiple_choice": ["loglik"], "nli": ["tokenprob"], "summarization": ["greedy"]}
+        "multiple_choice": ["loglik"], "completion": ["loglik"], "nli": ["tokenprob"],
+        "summarization": ["greedy"]}
 
 
 def test_unknown_method_fails_early(model, tokenizer, sets):
