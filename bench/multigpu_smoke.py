@@ -105,7 +105,9 @@ def worker(args) -> None:
     from ckptsweep.models import load
 
     torch.set_num_threads(max(1, args.threads))
-    model, tok = load(args.ckpt)
+    # As `ckptsweep finetune` does: ranks but the first build the model on the meta device
+    # and receive their shards of rank 0's weights.
+    model, tok = load(args.ckpt, meta=int(os.environ.get("RANK", 0)) > 0)
     cfg = FinetuneConfig(lr=args.lr, epochs=1, batch_size=args.batch, warmup=0.1,
                          save_every=args.save_every, device=args.device, seed=0,
                          sharding=args.sharding, gpus=args.gpus)

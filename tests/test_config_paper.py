@@ -107,4 +107,4 @@ def test_the_paper_dry_run_builds_the_whole_grid_offline(tmp_path):
     jobs = re.findall(r"\nrule finetune:\n(?:    .*\n)*?    wildcards: model=(\w+),.*\n"
                       r"    resources: .*?mem_mb=(\d+),.*?gpu=(\d+)", proc.stdout)
     assert len(jobs) == 44 and set(jobs) == {("olmo1b", "32000", "1"),
-                                              ("llama3_8b", "192000", "4")}, set(jobs)
+                                              ("llama3_8b", "64000", "4")}, set(jobs)

@@ -41,6 +41,18 @@ pytestmark = pytest.mark.skipif(gloo_missing() is not None,
                                 reason=f"two-process CPU run impossible: {gloo_missing()}")
 
 
+def test_meta_load_has_the_architecture_and_no_weights(job):
+    """What the ranks but the first of a sharded fine-tune load: no memory, same shapes
+    (the weights arrive from rank 0 after sharding; without that broadcast, or without
+    the buffers', the two-process test below does not match the one-process run)."""
+    real, _ = load(job / "ckpt")
+    meta, tok = load(job / "ckpt", meta=True)
+    assert all(t.is_meta for t in (*meta.parameters(), *meta.buffers()))
+    assert {n: p.shape for n, p in meta.named_parameters()} == {
+        n: p.shape for n, p in real.named_parameters()}
+    assert tok.pad_token_id is not None
+
+
 def test_shares_split_each_step_evenly_with_equal_micro_batch_counts():
     group = list(range(5))
     assert shares(group, 2, 0, 1) == [[0, 1], [2, 3], [4]]  # one process: unchanged

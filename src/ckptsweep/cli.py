@@ -160,7 +160,9 @@ def cmd_finetune(args, spec):
     if cfg.compile and args.compile_cache:
         # Compiled kernels are shared by every fine-tune of the same architecture.
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(args.compile_cache).resolve()))
-    model, tok = load_checkpoint(args.manifest, args.step)
+    # Sharded: only the first process reads the weights; the others get their shards.
+    meta = distributed.launched() and int(os.environ["RANK"]) > 0
+    model, tok = load_checkpoint(args.manifest, args.step, meta=meta)
     records = load_records(args.train)
     log(f"fine-tuning step {args.step} on {len(records)} {task.name} examples: {cfg}")
     resume = Path(args.resume_dir) if args.resume_dir else None

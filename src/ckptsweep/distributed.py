@@ -135,6 +135,14 @@ class Context:
         if dist.is_initialized():
             dist.destroy_process_group()
 
+    def broadcast_object(self, obj):
+        """``obj`` of rank 0, on every rank (a small picklable value)."""
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         import torch.distributed as dist
 
@@ -217,6 +225,25 @@ def shard(model, loss_fn, sharding: str, device: str, world: int):
             m.set_gradient_divide_factor(1.0)
             m.set_force_sum_reduction_for_comms(True)
     return step
+
+
+def fill_from_rank0(model, full: dict, device: str) -> None:
+    """Give every rank its shards of rank 0's weights, after `shard`.
+
+    Only rank 0 reads the checkpoint (``full``: its state dict taken before sharding);
+    the other ranks built the model on the meta device, so host memory holds one full copy
+    per node, not one per process. Buffers outside the state dict (rotary frequencies,
+    not persistent) are uninitialised there after ``to_empty``: rank 0's are broadcast too.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model.to_empty(device=device)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True,
+                                                               broadcast_from_rank0=True))
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
 
 
 class Labels:

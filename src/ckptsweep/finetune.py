@@ -412,21 +412,30 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
     if not examples:
         raise ValueError("no training examples")
     device = resolve_device(cfg.device) if ctx is None else ctx.device
-    model.to(device)
+    if not any(p.is_meta for p in model.parameters()):  # meta: filled after sharding
+        model.to(device)
     if model.config._attn_implementation != cfg.attn_implementation:
         model.set_attn_implementation(cfg.attn_implementation)
     eff = cfg.effective_batch
     per_epoch = math.ceil(len(examples) / eff)
     total = math.ceil(per_epoch * cfg.epochs)
-    fp = fingerprint(cfg, examples, model)
-    if ctx is not None:
-        # A sharded state is not a one-process one (and vice versa): distinct fingerprints.
-        fp = hashlib.sha256((fp + "|sharded").encode()).hexdigest()
+    if ctx is None:
+        fp = fingerprint(cfg, examples, model)
+    else:
+        # The first rank's weights are the starting weights (the others may hold none
+        # yet). A sharded state is not a one-process one: distinct fingerprints.
+        fp = ctx.broadcast_object(
+            hashlib.sha256((fingerprint(cfg, examples, model) + "|sharded").encode())
+            .hexdigest() if ctx.rank == 0 else None)
+        full = model.state_dict() if ctx.rank == 0 else {}
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     # ``step`` computes a micro-batch's loss: the model itself, or its sharded wrapper.
     step = None if ctx is None else distributed.shard(model, completion_loss, cfg.sharding,
                                                       device, ctx.world)
+    if ctx is not None:
+        distributed.fill_from_rank0(model, full, device)
+        del full  # the first rank's full copy: its own shard is all it keeps
     opt = make_optimizer(model, cfg, device)  # after sharding: over this rank's shards
     sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup * total), total)
     state = TrainState()

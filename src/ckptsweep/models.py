@@ -68,10 +68,15 @@ def checkpoint(manifest: str | Path, step: str) -> Checkpoint:
 
 
 def load(source: str | Path, revision: str | None = None, dtype: str = "float32",
-         device: str = "cpu", trust_remote_code: bool = False):
-    """(model, tokenizer) from a directory or a hub repo at a pinned revision."""
+         device: str = "cpu", trust_remote_code: bool = False, meta: bool = False):
+    """(model, tokenizer) from a directory or a hub repo at a pinned revision.
+
+    ``meta``: the model's architecture only, on PyTorch's meta device (no memory, no
+    weights): the ranks but the first of a sharded fine-tune, which receive their shards
+    of the first rank's weights (`distributed.fill_from_rank0`) instead of each holding a
+    full copy in host memory (32 GB for Llama-3-8B in fp32)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from .snapshots import require_cached_model
 
@@ -79,10 +84,17 @@ def load(source: str | Path, revision: str | None = None, dtype: str = "float32"
     require_cached_model(str(source), rev)
     tokenizer = AutoTokenizer.from_pretrained(source, revision=rev,
                                               trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, revision=rev, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:  # decoder-only hub tokenizers often lack one
         tokenizer.pad_token = tokenizer.eos_token
+    if meta:
+        config = AutoConfig.from_pretrained(source, revision=rev,
+                                            trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                config, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+        return model.eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(
+        source, revision=rev, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     return model.to(device).eval(), tokenizer
 
 

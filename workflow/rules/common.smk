@@ -156,8 +156,7 @@ def get_finetune_gpus(wildcards):
 
 def get_finetune_mem_mb(wildcards, attempt):
     """Host memory of one fine-tune: its `mem_mb` setting (per process, default 32000) x
-    its GPUs, doubled on each retry. Per process because every process of a sharded
-    fine-tune loads the full fp32 checkpoint before sharding it."""
+    its GPUs, doubled on each retry. Per model: the paper's models differ 7-fold."""
     ft = study.finetune(config, wildcards.ft, wildcards.model)
     per_process = int(ft["settings"].get("mem_mb", 32000))
     return per_process * int(ft["settings"].get("gpus", 1)) * 2 ** (attempt - 1)
