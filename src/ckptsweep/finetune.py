@@ -412,8 +412,11 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
     if not examples:
         raise ValueError("no training examples")
     device = resolve_device(cfg.device) if ctx is None else ctx.device
-    if not any(p.is_meta for p in model.parameters()):  # meta: filled after sharding
+    if ctx is None:
         model.to(device)
+    # Sharded, the model stays where it was loaded (rank 0: host memory; the others: the
+    # meta device): `fully_shard` moves each unit's shard to the device itself, so no GPU
+    # ever holds the whole model beside its shard, and `fill_from_rank0` fills the rest.
     if model.config._attn_implementation != cfg.attn_implementation:
         model.set_attn_implementation(cfg.attn_implementation)
     eff = cfg.effective_batch
