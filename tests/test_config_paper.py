@@ -15,6 +15,8 @@ import yaml
 
 from ckptsweep import study
 
+from .test_workflow import job_counts
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((ROOT / "config/config.yaml").read_text())
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
@@ -67,17 +69,6 @@ def test_hub_blocks_are_checked():
     del bad["datasets"]["qqp"]["hub"]
     with pytest.raises(ValueError, match=r"datasets\.qqp\.hub: required"):
         study.check(bad)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    block = output.split("Job stats:", 1)[1]
-    counts = {}
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
 
 
 @pytest.mark.workflow

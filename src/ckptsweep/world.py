@@ -533,11 +533,12 @@ class DatasetSpec:
     forms: tuple[int, ...]
     sizes: dict[str, int]
     """Split name -> number of records."""
+    task_type: str | None = None
+    """Canonical task type, if not the schema's default (``adapters.SCHEMA_TASK``)."""
 
     @property
     def task(self) -> str:
-        # The world's HellaSwag asks its ctx_b as a question instead of finishing a sentence.
-        return "multiple_choice" if self.schema == "hellaswag" else SCHEMA_TASK[self.schema]
+        return self.task_type or SCHEMA_TASK[self.schema]
 
 
 def dataset_specs(cfg: WorldConfig) -> list[DatasetSpec]:
@@ -565,8 +566,9 @@ def dataset_specs(cfg: WorldConfig) -> list[DatasetSpec]:
                     {"train": pool, "test": ev}),
         DatasetSpec("boolq_verify", "boolq", make_boolq_verify, 2, False, ALL_FORMS,
                     {"train": pool, "test": ev}),
+        # A question (ctx_b) about the facts, not a sentence the endings finish.
         DatasetSpec("hellaswag_job", "hellaswag", make_hellaswag_job, 4, False, ALL_FORMS,
-                    {"train": pool, "test": ev}),
+                    {"train": pool, "test": ev}, task_type="multiple_choice"),
     ]
 
 

@@ -159,7 +159,7 @@ def get_finetune_mem_mb(wildcards, attempt):
     its GPUs, doubled on each retry. Per model: the paper's models differ 7-fold."""
     ft = study.finetune(config, wildcards.ft, wildcards.model)
     per_process = int(ft["settings"].get("mem_mb", 32000))
-    return per_process * int(ft["settings"].get("gpus", 1)) * 2 ** (attempt - 1)
+    return per_process * get_finetune_gpus(wildcards) * 2 ** (attempt - 1)
 
 
 def get_resume_dir(wildcards):
