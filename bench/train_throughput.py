@@ -3,15 +3,20 @@
 Two modes, on a randomly initialised OLMo (no download):
 
 - ``steps``: times optimizer steps of `ckptsweep.finetune.train_step` (the loop's own
-  step: forward, backward, clip, fused AdamW) on one batch shape, warm-up excluded, CUDA
-  synchronised; prints step time, tokens/s, MFU, peak memory and the per-step floor:
+  step: forward, backward, clip, fused AdamW) on one batch shape, warm-up excluded: the
+  mean over a block of steps run back to back, as the loop runs them (no per-step
+  read-back); prints step time, tokens/s, MFU, peak memory and the per-step floor:
   6·N·tokens / peak FLOP/s (compute) + the optimizer's memory traffic / HBM bandwidth.
+  ``--sync-debug`` counts the calls that make the host wait for the GPU (by source line),
+  ``--profile`` prints the busiest operators and the fraction of time the GPU computes.
 - ``e2e``: an MNLI-size fine-tune end to end (6,000 synthetic examples of 128-256 tokens
   whose last 3 tokens are the completion, 3 epochs, batch 8): load from disk + train +
   save, timed, through `ckptsweep.finetune.train`.
 
     PYTHONPATH=src python3 bench/train_throughput.py --preset tiny            # CPU
     PYTHONPATH=src python3 bench/train_throughput.py --preset olmo1b --mode both
+    PYTHONPATH=src python3 bench/train_throughput.py --preset olmo1b --min-len 128 \
+        --completion 3 --packing --compile --sync-debug --profile
 
 Imports: torch, transformers and the package only, so it runs on a bare GPU machine.
 """
@@ -24,6 +29,8 @@ import random
 import statistics
 import tempfile
 import time
+import warnings
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -110,37 +117,83 @@ def bench_steps(args, preset, device):
     examples = synthetic(args.batch * (args.warmup + args.steps), preset["arch"]["vocab_size"],
                          lo, args.seq, args.completion)
     model.train()
-    times, tokens = [], []
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    for i in range(args.warmup + args.steps):
+
+    def step(i):
+        """One optimizer step as the loop takes it: no read-back (the loop reads the losses
+        only for a progress line), so the host may run ahead of the GPU."""
         group = list(range(i * args.batch, (i + 1) * args.batch))
-        if cuda:
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        loss, n = train_step(model, body, examples, group, cfg, 0, device, autocast)
+        _, n = train_step(model, body, examples, group, cfg, 0, device, autocast)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        loss.item()
+        return n
+
+    def sync():
         if cuda:
             torch.cuda.synchronize(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-            tokens.append(n)
+
+    for i in range(args.warmup):
+        step(i)
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    syncs = Counter()
+    with warnings.catch_warnings(record=True) as caught:
+        if args.sync_debug and cuda:  # a warning at every call that makes the host wait
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        t0 = time.perf_counter()
+        tokens = [step(i) for i in range(args.warmup, args.warmup + args.steps)]
+        sync()
+        seconds = time.perf_counter() - t0
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+        syncs.update(f"{w.filename}:{w.lineno}" for w in caught
+                     if "synchroniz" in str(w.message))
     params = flop_params(model)
     name, peak = peak_flops(device)
-    step = statistics.median(times)
-    per_step = statistics.mean(tokens)
-    achieved = 6 * params * per_step / step
+    step_s, per_step = seconds / args.steps, statistics.mean(tokens)
+    achieved = 6 * params * per_step / step_s
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-    return {"mode": "steps", "device": name, "preset": args.preset, "batch": args.batch,
-            "lengths": [lo, args.seq], "compile": args.compile, "packing": args.packing,
-            "attn": args.attn, "flop_params": params, "tokens_per_step": per_step,
-            "step_s_median": step, "step_s_mean": statistics.mean(times),
-            "tokens_per_s": per_step / step, "tflops_per_s": achieved / 1e12,
-            "mfu": achieved / peak if peak else None, "peak_memory_gib": mem,
-            **floor_seconds(params, per_step, device)}
+    result = {"mode": "steps", "device": name, "preset": args.preset, "batch": args.batch,
+              "lengths": [lo, args.seq], "compile": args.compile, "packing": args.packing,
+              "attn": args.attn, "flop_params": params, "tokens_per_step": per_step,
+              "step_s": step_s, "tokens_per_s": per_step / step_s,
+              "tflops_per_s": achieved / 1e12, "mfu": achieved / peak if peak else None,
+              "peak_memory_gib": mem, **floor_seconds(params, per_step, device)}
+    if args.sync_debug:
+        result["host_syncs_per_step"] = sum(syncs.values()) / args.steps
+        result["host_sync_sites"] = dict(syncs.most_common())
+    if args.profile:
+        result.update(profile(lambda i: step(args.warmup + args.steps + i), 3, cuda, examples,
+                              args))
+    return result
+
+
+def profile(step, n: int, cuda: bool, examples, args) -> dict:
+    """Where ``n`` more steps spend their time (torch.profiler): the busiest operators,
+    printed, and the fraction of the wall time the GPU computes (below 1: the host, not the
+    GPU, sets the pace)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    examples.extend(examples[:args.batch * n])  # fresh indices for the profiled steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for i in range(n):
+            step(i)
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    table = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(table.table(sort_by=key, row_limit=25), flush=True)
+    out = {"profiled_step_s": wall / n}
+    if cuda:
+        busy = sum(e.self_device_time_total for e in table) / 1e6  # microseconds
+        out["gpu_busy_fraction"] = busy / wall
+    return out
 
 
 def bench_e2e(args, preset, device):
@@ -186,6 +239,12 @@ def main():
     p.add_argument("--attn", default="sdpa")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--packing", action="store_true")
+    p.add_argument("--sync-debug", action="store_true",
+                   help="steps mode, CUDA: count the calls that make the host wait for the "
+                        "GPU, by source line")
+    p.add_argument("--profile", action="store_true",
+                   help="steps mode: profile 3 more steps; print the busiest operators and "
+                        "the GPU's busy fraction")
     p.add_argument("--json", help="append each result as a JSON line to this file")
     args = p.parse_args()
     preset = PRESETS[args.preset]

@@ -2,6 +2,7 @@
 that looks finished."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 from ckptsweep.finetune import (
     IGNORE,
     FinetuneConfig,
+    LossLog,
     collate,
     completion_loss,
     encode_example,
@@ -83,10 +85,41 @@ def test_accumulation_matches_one_big_batch(tiny_tokenizer, tmp_path):
 def test_nan_loss_fails_and_writes_no_model(tiny_tokenizer, tiny_model, tmp_path):
     with torch.no_grad():
         next(tiny_model.parameters()).fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="no model was written"):
+    # The losses are read back at the end of this short run, not every step: the error
+    # still names the first step whose loss was not finite.
+    with pytest.raises(FloatingPointError, match="nan at step 1; no model was written"):
         finetune(tiny_model, tiny_tokenizer, NLI, records(), FinetuneConfig(lr=1e-3),
                  tmp_path / "out", log=None)
     assert not (tmp_path / "out").exists()
+
+
+def test_losses_read_back_together_name_the_first_non_finite_step():
+    log = LossLog([0.7])  # one step read before
+    for value in (0.6, 0.5, float("inf"), float("nan")):
+        log.add(torch.tensor(value))
+    assert log.values == [0.7]  # nothing read yet
+    with pytest.raises(FloatingPointError, match="inf at step 4"):
+        log.read()
+
+
+def test_the_loop_reads_each_loss_once_and_not_every_step(tiny_tokenizer, tiny_model,
+                                                          tmp_path, monkeypatch):
+    """Reading a loss makes the host wait for the GPU: the loop fetches them in batches
+    (for a progress line, a saved state, the end), each exactly once."""
+    fetches, read = [], LossLog.read
+
+    def counted(self):
+        if self.pending:
+            fetches.append(len(self.pending))
+        return read(self)
+
+    monkeypatch.setattr(LossLog, "read", counted)
+    cfg = FinetuneConfig(lr=1e-3, batch_size=2, epochs=1, save_every=5)
+    stats = finetune(tiny_model, tiny_tokenizer, NLI, records(), cfg, tmp_path / "out",
+                     log=None, resume_dir=tmp_path / "resume")
+    saved = json.loads((tmp_path / "out/finetune.json").read_text())["losses"]
+    assert sum(fetches) == stats["steps"] == len(saved) == 12
+    assert len(fetches) < stats["steps"] and all(map(math.isfinite, saved))
 
 
 def test_completion_loss_equals_the_models_own_loss(tiny_tokenizer, tiny_model):

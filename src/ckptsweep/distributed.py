@@ -5,9 +5,10 @@
 `finetune.train`, which asks this module for the pieces that differ from one process:
 
 - `Context`: the process group (NCCL on GPUs plus Gloo for CPU tensors; Gloo alone on
-  CPU, which is how the tests run two processes here), this rank's device, and the one
-  all-reduce per optimizer step (summed loss and tokens, and whether any rank got SIGTERM,
-  so that every rank stops at the same step).
+  CPU, which is how the tests run two processes here), this rank's device, and the
+  per-step agreement: the summed loss (queued on the GPU) and, over Gloo on the CPU, the
+  summed tokens and whether any rank got SIGTERM or wants the losses read, so that every
+  rank stops, reads and saves at the same step.
 - `shard`: the model under PyTorch's FSDP2 (``fully_shard``): every decoder layer is one
   unit, the rest (embeddings, final norm, head) the root unit. Parameters, gradients and
   AdamW moments are split over the ranks (ZeRO-3; ``sharding: zero2`` keeps a layer's
@@ -148,17 +149,27 @@ class Context:
 
         dist.barrier()
 
-    def sum_step(self, loss, tokens: int, stop: bool):
-        """(summed loss tensor, summed tokens, any rank stopping) over the ranks: one
-        all-reduce per optimizer step. float64, so token counts stay exact."""
+    def sum_loss(self, loss):
+        """The step's loss summed over the ranks, as a tensor on this rank's device: the
+        all-reduce is queued behind the step's work (NCCL) and the host does not wait."""
         import torch
         import torch.distributed as dist
 
-        t = torch.stack([loss.detach().to(torch.float64),
-                         torch.tensor(float(tokens), dtype=torch.float64, device=loss.device),
-                         torch.tensor(float(stop), dtype=torch.float64, device=loss.device)])
+        total = loss.detach().to(torch.float64)
+        dist.all_reduce(total)
+        return total
+
+    def agree(self, tokens: int, *flags: bool) -> tuple:
+        """(tokens summed over the ranks, then each flag true on any rank): whether to
+        stop, to read the losses back... taken by every rank at the same step. One
+        all-reduce of a CPU tensor (Gloo, also on GPU runs), so no rank waits for its GPU;
+        float64, so token counts stay exact."""
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([float(tokens), *map(float, flags)], dtype=torch.float64)
         dist.all_reduce(t)
-        return t[0], int(t[1].item()), bool(t[2].item() > 0)
+        return int(t[0]), *(bool(x > 0) for x in t[1:].tolist())
 
 
 def shares(group: list[int], batch_size: int, rank: int, world: int) -> list[list[int]]:

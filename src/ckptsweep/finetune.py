@@ -194,18 +194,67 @@ def completion_loss(model, ids, labels, mask=None, position_ids=None, body=None)
     import torch
 
     body = body if body is not None else model.base_model
+    # Which positions carry a label is read from ``labels`` where they live: kept on the
+    # CPU (the training loop does so), the GPU is not stalled mid-step by a mask lookup;
+    # and sent before the forward is queued, so the host does not wait for it either.
+    targets = labels[:, 1:]
+    index = (targets != IGNORE).flatten().nonzero().squeeze(1)
+    wanted = to_device(targets.flatten()[index], ids.device)
+    index = to_device(index, ids.device)
     # No KV cache in training: it costs memory, and with one transformers would not
     # detect packed rows from the position ids.
     hidden = body(input_ids=ids, attention_mask=mask, position_ids=position_ids,
                   use_cache=False).last_hidden_state
-    # Which positions carry a label is read from ``labels`` where they live: kept on the
-    # CPU (the training loop does so), the GPU is not stalled mid-step by a mask lookup.
-    targets = labels[:, 1:]
-    index = (targets != IGNORE).flatten().nonzero().squeeze(1)
-    picked = hidden[:, :-1].flatten(0, 1).index_select(0, index.to(hidden.device))
+    picked = hidden[:, :-1].flatten(0, 1).index_select(0, index)
     logits = model.get_output_embeddings()(picked)
-    wanted = targets.flatten()[index].to(hidden.device)
     return torch.nn.functional.cross_entropy(logits.float(), wanted, reduction="sum")
+
+
+def to_device(tensor, device):
+    """``tensor`` (on the CPU) on ``device``, without making the host wait for the GPU.
+
+    A plain copy to a GPU from ordinary memory synchronises: the host waits until the GPU
+    has run everything queued before it, so the host can never run ahead and queue the
+    next kernels while the GPU computes. From page-locked (pinned) memory the copy is
+    queued like a kernel; torch's pinned-memory cache keeps the source alive until the
+    copy has run."""
+    device = str(device)
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+class LossLog:
+    """Every optimizer step's loss, read back from the GPU only when needed.
+
+    Reading a GPU value (``.item()``) makes the host wait for the GPU; read once a step,
+    the host could never queue the next step while the GPU finishes this one, and the GPU
+    would idle for the host's share of every step. So the losses stay on the device until
+    `read` (a progress line, a state save, a stop, the end), which fetches them at once and
+    fails on the first non-finite one, naming its step. Nothing is written before a read,
+    so a NaN still never reaches a saved model or state; the steps taken after it until
+    the read (at most a progress interval) are lost work, not wrong results."""
+
+    def __init__(self, values: list[float]):
+        self.values = values
+        """Losses read so far, one per optimizer step from the first (the state's list)."""
+        self.pending: list = []
+
+    def add(self, loss) -> None:
+        self.pending.append(loss.detach())
+
+    def read(self) -> list[float]:
+        if self.pending:
+            import torch
+
+            fetched = torch.stack([t.double() for t in self.pending]).tolist()
+            self.pending.clear()
+            for value in fetched:
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"fine-tuning loss is {value} at step "
+                                             f"{len(self.values) + 1}; no model was written")
+                self.values.append(value)
+        return self.values
 
 
 @dataclass
@@ -357,13 +406,12 @@ def train_step(model, body, examples, group, cfg, pad_id, device, autocast, ctx=
         batch = [examples[i] for i in micro or group[:1]]
         # The labels stay on the CPU: completion_loss picks the labelled positions there.
         if cfg.packing:
-            ids, labels, pos = pack(batch)
-            ids, pos, mask, tokens = ids.to(device), pos.to(device), None, tokens + ids.numel()
+            (ids, labels, pos), mask = pack(batch), None
         else:
-            ids, labels, mask = collate(batch, pad_id)
-            ids, mask, pos, tokens = ids.to(device), mask.to(device), None, tokens + int(mask.sum())
-        if not micro:
-            tokens -= int(ids.numel() if mask is None else mask.sum())
+            (ids, labels, mask), pos = collate(batch, pad_id), None
+        if micro:  # non-pad tokens, counted on the CPU
+            tokens += ids.numel() if mask is None else int(mask.sum())
+        ids, mask, pos = (None if t is None else to_device(t, device) for t in (ids, mask, pos))
         with autocast:
             if ctx is None:
                 loss = completion_loss(model, ids, labels, mask, pos, body) / n_target
@@ -459,6 +507,7 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     progress = Progress(total, "finetune", log)
+    losses = LossLog(state.losses)
     model.train()
     first_step, first_tokens, t0 = state.step, state.tokens, time.perf_counter()
     deadline = slurm_deadline(cfg.stop_margin, log)
@@ -478,24 +527,26 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
                                           device, autocast, ctx)
                 if deadline is not None and time.time() >= deadline:
                     stop.set()  # the time limit is near: stop as on SIGTERM
-                stopping = stop.is_set()
-                if ctx is not None:  # every rank: the step's loss and tokens, and stops
-                    loss, tokens, stopping = ctx.sum_step(loss, tokens, stopping)
-                loss = loss.item()
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"fine-tuning loss is {loss} at step "
-                                             f"{state.step + 1}; no model was written")
+                stopping, read = stop.is_set(), progress.due(state.step + 1)
+                if ctx is not None:  # every rank: the step's loss, tokens, and decisions
+                    loss = ctx.sum_loss(loss)
+                    tokens, stopping, read = ctx.agree(tokens, stopping, read)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-                state.losses.append(loss)
+                losses.add(loss)
                 state.tokens += tokens
                 state.step += 1
                 state.pos += 1
-                progress.update(state.step, loss=loss, lr=sched.get_last_lr()[0])
-                if state.step < total and (stopping or (
-                        cfg.save_every and state.step % cfg.save_every == 0)):
+                saving = state.step < total and (stopping or (
+                    cfg.save_every and state.step % cfg.save_every == 0))
+                if not (read or saving or state.step == total):
+                    progress.update(state.step)
+                    continue
+                # The losses so far, checked: a non-finite one stops here, before any write.
+                progress.update(state.step, loss=losses.read()[-1], lr=sched.get_last_lr()[0])
+                if saving:
                     if resume_dir is not None and ctx is None:
                         save_state(Path(resume_dir), state, model, opt, sched, rng, fp)
                     elif resume_dir is not None:
@@ -513,7 +564,7 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, ctx) -> di
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    losses = state.losses
+    losses = losses.read()
     stats = {"steps": total, "examples": len(examples), "tokens": state.tokens,
              "seconds": seconds, "resumed_at_step": first_step, "first_loss": losses[0],
              "final_loss": sum(losses[-20:]) / len(losses[-20:])}

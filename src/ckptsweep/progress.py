@@ -19,12 +19,21 @@ class Progress:
 
             self.bar = tqdm(total=total, desc=desc, mininterval=0.5)
 
+    def due(self, done: int) -> bool:
+        """Whether an update at ``done`` would show its stats (a bar refreshes every half
+        second, a log line every ``every`` seconds): a caller whose stats cost something to
+        compute (a value read back from the GPU) computes them only then."""
+        interval = 0.5 if self.bar is not None else self.every
+        return done == self.total or time.perf_counter() - self.last >= interval
+
     def update(self, done: int, **stats: float) -> None:
+        """Record ``done`` steps; show ``stats`` (when given) if an update is due."""
         now = time.perf_counter()
         if self.bar is not None:
-            self.bar.n = done
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
-            self.bar.refresh() if done == self.total else None
+            if stats:
+                self.last = now
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
+            self.bar.update(done - self.bar.n)  # redraws at most every mininterval
             if done == self.total:
                 self.bar.close()
             return
