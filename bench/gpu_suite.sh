@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU number the issue notes report, in three parts, each one device call of under
-# 10 minutes on one H100 (so a 30-minute device budget covers all three with room):
+# Every GPU number the issue notes report, in four parts, each one device call of under
+# 10 minutes on one H100 (steps, e2e and other are the issue's numbers; trainer is the
+# yardstick for our loop, for when the budget allows):
 #
 #   bash bench/gpu_suite.sh steps [OUTDIR]  # training steps, OLMo-1B shape, batch 8 of
 #                                           # 128-256 tokens: eager padded / packed,
@@ -9,10 +10,12 @@
 #                                           # train + save: eager, then compiled + packed
 #   bash bench/gpu_suite.sh other [OUTDIR]  # sharded fine-tuning smoke (FSDP2 on NCCL,
 #                                           # SIGTERM + resume) and the evaluation bench
+#   bash bench/gpu_suite.sh trainer [OUTDIR] # a 2,000 x 3-epoch fine-tune through our loop
+#                                           # and through transformers' Trainer, eager
 #
 # OUTDIR (default: $OUT on the device machine, else bench-out) gets JSON lines and logs.
 set -euo pipefail
-part=${1:?usage: gpu_suite.sh steps|e2e|other [OUTDIR]}
+part=${1:?usage: gpu_suite.sh steps|e2e|other|trainer [OUTDIR]}
 out=${2:-${OUT:-bench-out}}
 mkdir -p "$out"
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -39,8 +42,13 @@ other)
     python3 bench/eval_throughput.py --preset "$preset" --dtype bfloat16 --out "$out/eval.json" \
         2>&1 | tee "$out/eval.log"
     ;;
+trainer)
+    for engine in ours trainer; do
+        "${train[@]}" --mode e2e --examples 2000 --engine $engine --json "$out/engines.jsonl"
+    done 2>&1 | tee "$out/engines.log"
+    ;;
 *)
-    echo "unknown part: $part (steps, e2e or other)" >&2
+    echo "unknown part: $part (steps, e2e, other or trainer)" >&2
     exit 2
     ;;
 esac

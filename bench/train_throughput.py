@@ -11,14 +11,16 @@ Two modes, on a randomly initialised OLMo (no download):
   ``--profile`` prints the busiest operators and the fraction of time the GPU computes.
 - ``e2e``: an MNLI-size fine-tune end to end (6,000 synthetic examples of 128-256 tokens
   whose last 3 tokens are the completion, 3 epochs, batch 8): load from disk + train +
-  save, timed, through `ckptsweep.finetune.train`.
+  save, timed, through `ckptsweep.finetune.train` or (``--engine trainer``) the same
+  fine-tune through transformers' Trainer, the yardstick for our loop.
 
     PYTHONPATH=src python3 bench/train_throughput.py --preset tiny            # CPU
     PYTHONPATH=src python3 bench/train_throughput.py --preset olmo1b --mode both
     PYTHONPATH=src python3 bench/train_throughput.py --preset olmo1b --min-len 128 \
         --completion 3 --packing --compile --sync-debug --profile
 
-Imports: torch, transformers and the package only, so it runs on a bare GPU machine.
+Imports: torch, transformers and the package only, so it runs on a bare GPU machine
+(``--engine trainer`` also needs accelerate).
 """
 
 from __future__ import annotations
@@ -212,13 +214,65 @@ def bench_e2e(args, preset, device):
                              batch_size=args.batch, max_length=args.seq, save_every=0,
                              device=device, compile=args.compile, packing=args.packing,
                              attn_implementation=args.attn)
-        stats = train(model, tok, examples, cfg, Path(tmp) / "out", log=print)
+        if args.engine == "trainer":
+            stats = trainer_finetune(model, examples, cfg, Path(tmp) / "out", device)
+        else:
+            stats = train(model, tok, examples, cfg, Path(tmp) / "out", log=print)
+            losses = json.loads((Path(tmp) / "out" / "finetune.json").read_text())["losses"]
+            stats["mean_loss"] = sum(losses) / len(losses)
         total = time.perf_counter() - t0
         run = json.loads((Path(tmp) / "out" / "throughput.json").read_text())
-    return {"mode": "e2e", "preset": args.preset, "examples": len(examples),
-            "epochs": cfg.epochs, "steps": stats["steps"], "compile": args.compile,
-            "packing": args.packing, "load_s": t_load, "train_s": stats["seconds"],
-            "load_train_save_s": total, "save_s": total - t_load - stats["seconds"], **run}
+    return {"mode": "e2e", "engine": args.engine, "preset": args.preset,
+            "examples": len(examples), "epochs": cfg.epochs, "steps": stats["steps"],
+            "compile": args.compile, "packing": args.packing, "load_s": t_load,
+            "train_s": stats["seconds"], "load_train_save_s": total,
+            "save_s": total - t_load - stats["seconds"], "mean_loss": stats["mean_loss"],
+            **run}
+
+
+def trainer_finetune(model, examples, cfg, out: Path, device: str) -> dict:
+    """The same fine-tune through transformers' Trainer, the yardstick the fine-tuning
+    issue sets for our loop: the same loss (completion tokens only, the head run on those
+    positions, normalised by the batch's completion tokens), linear schedule with warm-up,
+    clipping, fused AdamW on CUDA, bf16 autocast over fp32 weights, optional compile.
+    Padded batches only (the Trainer has no packing of its own here). Needs accelerate."""
+    from transformers import Trainer, TrainingArguments
+
+    from ckptsweep.distributed import Labels
+    from ckptsweep.finetune import collate, completion_loss, throughput
+
+    class CompletionTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["targets"].value  # a holder: the Trainer leaves it on the CPU
+            n = int((labels[:, 1:] != IGNORE).sum())
+            return completion_loss(model, inputs["input_ids"], labels,
+                                   inputs["attention_mask"]) / n
+
+    def batch(rows):
+        ids, labels, mask = collate([(r["ids"], r["labels"]) for r in rows], 0)
+        return {"input_ids": ids, "attention_mask": mask, "targets": Labels(labels)}
+
+    cuda = device.startswith("cuda")
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.epochs, learning_rate=cfg.lr, lr_scheduler_type="linear",
+        warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip,
+        bf16=cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
+        torch_compile=cfg.compile, use_cpu=not cuda, seed=cfg.seed, save_strategy="no",
+        logging_steps=100, report_to=[], disable_tqdm=True, remove_unused_columns=False)
+    data = [{"ids": x, "labels": y} for x, y in examples]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    trainer = CompletionTrainer(model=model, args=args, train_dataset=data, data_collator=batch)
+    result = trainer.train()
+    seconds = time.perf_counter() - t0
+    trainer.save_model(str(out))
+    tokens = round(sum(len(x) for x, _ in examples) * cfg.epochs)
+    run = throughput(model, tokens, seconds, device)
+    (out / "throughput.json").write_text(json.dumps(run))
+    return {"steps": result.global_step, "seconds": seconds,
+            "mean_loss": result.training_loss}
 
 
 def main():
@@ -237,6 +291,9 @@ def main():
     p.add_argument("--examples", type=int, help="e2e: training examples")
     p.add_argument("--epochs", type=float, help="e2e: epochs")
     p.add_argument("--attn", default="sdpa")
+    p.add_argument("--engine", choices=("ours", "trainer"), default="ours",
+                   help="e2e: our loop, or the same fine-tune through transformers' Trainer "
+                        "(needs accelerate)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--packing", action="store_true")
     p.add_argument("--sync-debug", action="store_true",
