@@ -24,3 +24,28 @@ def tiny_model(tiny_tokenizer):
 
     cfg = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
     return build_model(cfg, tiny_tokenizer)
+
+
+@pytest.fixture
+def dynamo_counters():
+    """torch.compile's counters (graphs compiled, graph breaks), from a clean start: the
+    compiled paths (``compile: true``, meant for GPUs) run here on CPU through the same
+    torch.compile / inductor code generation."""
+    import os
+    import shutil
+    import warnings
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+        msg = ("NO C++ COMPILER: torch.compile on CPU (inductor) needs g++ or clang++ "
+               "(apt install g++); the compiled-path tests did not run")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        warnings.warn(msg, stacklevel=1)
+        pytest.skip(msg)
+    torch._dynamo.reset()
+    counters.clear()
+    yield counters
+    torch._dynamo.reset()

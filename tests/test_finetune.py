@@ -128,3 +128,30 @@ def test_completion_loss_equals_the_models_own_loss(tiny_tokenizer, tiny_model):
     n = int((labels[:, 1:] != IGNORE).sum())
     reference = tiny_model(input_ids=ids, attention_mask=mask, labels=labels).loss
     torch.testing.assert_close(completion_loss(tiny_model, ids, labels, mask) / n, reference)
+
+
+def varied(n=24):
+    """NLI records of varying lengths: every batch has another shape."""
+    return [dict(r, premise=r["premise"] + " It rains." * (i % 5))
+            for i, r in enumerate(records(n))]
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_compiled_fine_tune_matches_eager_and_compiles_twice(tiny_tokenizer, tmp_path,
+                                                             dynamo_counters, packing):
+    from ckptsweep.pretrain import PretrainConfig, build_model
+
+    arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
+    eager, compiled = build_model(arch, tiny_tokenizer), build_model(arch, tiny_tokenizer)
+    base = dict(lr=1e-3, epochs=1, seed=0, batch_size=4, packing=packing)
+    a = finetune(eager, tiny_tokenizer, NLI, varied(), FinetuneConfig(**base),
+                 tmp_path / "eager", log=None)
+    b = finetune(compiled, tiny_tokenizer, NLI, varied(), FinetuneConfig(compile=True, **base),
+                 tmp_path / "compiled", log=None)
+    torch.testing.assert_close(weights(compiled), weights(eager), rtol=1e-4, atol=1e-5)
+    assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-5)
+    # Six steps of different lengths: one graph for the first shape, one with the length
+    # dynamic after the first change, then no more (a compile per shape would cost a GPU
+    # run more than it saves), and no graph breaks.
+    assert dynamo_counters["stats"]["unique_graphs"] == 2
+    assert not dynamo_counters["graph_break"]
