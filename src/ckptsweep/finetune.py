@@ -225,7 +225,7 @@ def to_device(tensor, device):
     queued like a kernel; torch's pinned-memory cache keeps the source alive until the
     copy has run."""
     device = str(device)
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 
