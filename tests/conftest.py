@@ -27,16 +27,13 @@ def tiny_model(tiny_tokenizer):
 
 
 @pytest.fixture
-def dynamo_counters():
-    """torch.compile's counters (graphs compiled, graph breaks), from a clean start: the
-    compiled paths (``compile: true``, meant for GPUs) run here on CPU through the same
-    torch.compile / inductor code generation."""
+def cxx_compiler():
+    """The compiled paths (``compile: true``, meant for GPUs) run here on CPU through the
+    same torch.compile / inductor code generation, which needs a C++ compiler: without
+    one their tests skip loudly (fail in CI)."""
     import os
     import shutil
     import warnings
-
-    import torch
-    from torch._dynamo.utils import counters
 
     if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
         msg = ("NO C++ COMPILER: torch.compile on CPU (inductor) needs g++ or clang++ "
@@ -45,6 +42,15 @@ def dynamo_counters():
             pytest.fail(msg)
         warnings.warn(msg, stacklevel=1)
         pytest.skip(msg)
+
+
+@pytest.fixture
+def dynamo_counters(cxx_compiler):
+    """torch.compile's counters in this process (graphs compiled, graph breaks), from a
+    clean start."""
+    import torch
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
     counters.clear()
     yield counters

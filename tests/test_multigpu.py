@@ -118,5 +118,16 @@ def test_two_processes_stop_resume_and_match_one(job):
     torch.testing.assert_close(weights(model), reference(job), rtol=1e-4, atol=1e-5)
 
 
+
+def test_two_processes_compiled_match_one(job, cxx_compiler):
+    """``compile: true`` on a sharded fine-tune (the body compiled over FSDP2's units, as on
+    a GPU node) ends with the one-process eager weights."""
+    spec = {**SPEC2, "compile": True, "save_every": 0}
+    done = subprocess.run(command(job, spec=spec), capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    model, _ = load(job / "out")
+    torch.testing.assert_close(weights(model), reference(job), rtol=1e-4, atol=1e-5)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
