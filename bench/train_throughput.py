@@ -64,6 +64,7 @@ HBM = (("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12), ("A100", 2.0e
 # (16 B) and writes weight and moments (12 B). Clipping (read + scale the gradient) and
 # autocast's per-forward bf16 copy of the weights add ~14 B more, not counted here.
 ADAMW_BYTES = 28
+PROFILED = 3  # --profile: steps profiled after the timed ones
 
 
 def build(arch: dict, device: str):
@@ -116,8 +117,9 @@ def bench_steps(args, preset, device):
     cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     lo = args.min_len or args.seq
-    examples = synthetic(args.batch * (args.warmup + args.steps), preset["arch"]["vocab_size"],
-                         lo, args.seq, args.completion)
+    n_steps = args.warmup + args.steps + (PROFILED if args.profile else 0)
+    examples = synthetic(args.batch * n_steps, preset["arch"]["vocab_size"], lo, args.seq,
+                         args.completion)
     model.train()
 
     def step(i):
@@ -167,23 +169,22 @@ def bench_steps(args, preset, device):
         result["host_syncs_per_step"] = sum(syncs.values()) / args.steps
         result["host_sync_sites"] = dict(syncs.most_common())
     if args.profile:
-        result.update(profile(lambda i: step(args.warmup + args.steps + i), 3, cuda, examples,
-                              args))
+        result.update(profile(range(args.warmup + args.steps, n_steps), step, cuda))
     return result
 
 
-def profile(step, n: int, cuda: bool, examples, args) -> dict:
-    """Where ``n`` more steps spend their time (torch.profiler): the busiest operators,
-    printed, and the fraction of the wall time the GPU computes (below 1: the host, not the
-    GPU, sets the pace)."""
+def profile(steps: range, step, cuda: bool) -> dict:
+    """Where ``steps`` spend their time (torch.profiler): the busiest operators, printed,
+    and the fraction of the wall time the GPU computes (below 1: the host, not the GPU,
+    sets the pace)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    examples.extend(examples[:args.batch * n])  # fresh indices for the profiled steps
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch_profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        for i in range(n):
+        for i in steps:
             step(i)
         if cuda:
             torch.cuda.synchronize()
@@ -191,9 +192,10 @@ def profile(step, n: int, cuda: bool, examples, args) -> dict:
     table = prof.key_averages()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     print(table.table(sort_by=key, row_limit=25), flush=True)
-    out = {"profiled_step_s": wall / n}
-    if cuda:
-        busy = sum(e.self_device_time_total for e in table) / 1e6  # microseconds
+    out = {"profiled_step_s": wall / len(steps)}
+    if cuda:  # the kernels' own rows (the ops that launched them repeat their time)
+        busy = sum(e.self_device_time_total for e in table
+                   if e.device_type == DeviceType.CUDA) / 1e6  # microseconds
         out["gpu_busy_fraction"] = busy / wall
     return out
 
