@@ -1032,6 +1032,7 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
     lm = _Lm(model, tokenizer, cfg, max_length, pad_id, model_key)
 
     rows: list[dict] = []
+    n_blocks, done = sum(len(es.formats) for es in sets) * len(cfg.shots), 0
     with torch.inference_mode():
         for es in sets:
             task = task_type(es.task)
@@ -1043,11 +1044,13 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
                     block, n_cached = _block_rows(lm, cache, es, task, fmt, shots, records,
                                                   demos)
                     rows.extend(block)
+                    done += 1
                     if progress:
-                        progress(f"{es.name} {fmt} {shots}-shot: {len(block)} examples "
-                                 f"({n_cached} from the cache), "
+                        seconds = time.perf_counter() - started
+                        progress(f"[{done}/{n_blocks}] {es.name} {fmt} {shots}-shot: "
+                                 f"{len(block)} examples ({n_cached} from the cache), "
                                  f"{sum(r['truncated'] for r in block)} truncated, "
-                                 f"{time.perf_counter() - started:.1f} s")
+                                 f"{seconds:.1f} s ({len(block) / max(seconds, 1e-9):.1f}/s)")
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
