@@ -306,6 +306,8 @@ def main():
                         "the GPU's busy fraction")
     p.add_argument("--json", help="append each result as a JSON line to this file")
     args = p.parse_args()
+    if args.engine == "trainer" and args.packing:  # it would run padded, labelled packed
+        p.error("--engine trainer has no packing here: drop --packing")
     preset = PRESETS[args.preset]
     args.batch = args.batch or preset["batch"]
     args.seq = args.seq or preset["seq"]
