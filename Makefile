@@ -8,15 +8,23 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 SMK := $(BIN)/snakemake --profile profiles/local --cores $(CORES)
 
-.PHONY: setup demo test lint report clean slurm-profile
+.PHONY: setup demo test test-latest lock lint report clean slurm-profile
 
-$(STAMP): pyproject.toml
+# The CPU environment is installed from requirements.lock, every package pinned (pip,
+# setuptools and torch included), so a fresh machine gets the versions CI tested, not
+# whatever is newest that day; pyproject.toml keeps ranges for library users. The stamp
+# depends on the lock, so a changed lock reinstalls; `make lock` rewrites it.
+LOCK := requirements.lock
+PIP := $(BIN)/pip install -q -c $(LOCK)
+$(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q "torch==2.13.*"
+	$(PIP) pip setuptools
+	# torch first and by itself: the lock's torch==2.13.0 is the CPU build on local disk.
+	$(PIP) torch
 	# slurm: the executor plugin, for profiles/slurm and its tests (pure Python, small).
-	$(BIN)/pip install -q -e ".[test,slurm]"
+	# No build isolation: the editable install is built with the lock's setuptools.
+	$(PIP) --no-build-isolation -e ".[test,slurm]"
+	$(BIN)/python tools/lock.py check-installed $(LOCK)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -38,6 +46,31 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint --configfile config/demo.yaml
+
+# The canary: the newest versions pyproject.toml allows, in a separate environment, but
+# torch kept at the CPU build on local disk (an unpinned torch downloads gigabytes).
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST) && $(PY) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q "torch==2.13.*"
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager \
+		-c <($(LATEST)/bin/pip freeze | grep '^torch==') -e ".[test,slurm]"
+	$(LATEST)/bin/pip freeze --all --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/python tools/lock.py diff $(LOCK) $(LATEST)/versions.txt
+	PATH=$(CURDIR)/$(LATEST)/bin:$$PATH $(LATEST)/bin/pytest -q
+
+# Rewrites requirements.lock from a fresh environment of the newest allowed versions
+# (torch: the CPU build on local disk). Commit the result with the code it was tested on.
+LOCKENV := .venv-lock
+lock:
+	rm -rf $(LOCKENV) && $(PY) -m venv $(LOCKENV)
+	$(LOCKENV)/bin/pip install -q --upgrade pip setuptools
+	$(LOCKENV)/bin/pip install -q "torch==2.13.*"
+	$(LOCKENV)/bin/pip install -q -e ".[test,slurm]"
+	$(LOCKENV)/bin/python tools/lock.py freeze $(LOCK)
+	rm -rf $(LOCKENV)
+	@echo "$(LOCK) rewritten; envs/*.yaml must pin the same versions (tests/test_lock.py)"
 
 # `snakemake --profile slurm` (a bare name) looks in ~/.config/snakemake/, not in
 # profiles/: link this checkout's Slurm profile there once (edit its partition and
