@@ -11,6 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from transformers import Cache
 
 import ckptsweep.evaluate as ev
 from ckptsweep.evaluate import (
@@ -67,11 +68,21 @@ def test_every_mode_equals_the_direct_computation(model, cases, sharing, batch_s
             np.testing.assert_allclose(lps, _direct(model, prompt, cont), atol=2e-5)
 
 
-def _forwards(model, fn) -> list[tuple[int, int, bool]]:
-    """(rows, columns, whether the forward got a past cache) of each decoder forward."""
+def _forwards(model, fn) -> list[tuple[int, int, int]]:
+    """(rows, new columns, columns of past KV cache it ran on) of each decoder forward.
+
+    The past cache is found by type among the forward's arguments, whatever transformers
+    calls that argument (``past_key_values`` before 5.24, ``cache`` since)."""
     seen = []
-    hook = model.model.register_forward_hook(lambda m, a, kw, out: seen.append(
-        (*kw["input_ids"].shape, kw.get("past_key_values") is not None)), with_kwargs=True)
+
+    def record(module, args, kwargs, out):
+        caches = [v for v in kwargs.values() if isinstance(v, Cache)]
+        past = caches[0].get_seq_length() if caches else 0
+        # A forward that builds a fresh cache sees it filled by itself: no past columns.
+        seen.append((*kwargs["input_ids"].shape, past - kwargs["input_ids"].shape[1]
+                     if past else 0))
+
+    hook = model.model.register_forward_hook(record, with_kwargs=True)
     try:
         with torch.inference_mode():
             fn()
@@ -85,17 +96,43 @@ def test_cache_runs_each_prompt_once(model):
     conts = [[[5, 6, 7], [8, 9], [10]], [[11, 12, 13, 14], [15, 16]]]
     seen = _forwards(model, lambda: token_logprobs(model, prompts, conts, 8, PAD, "cache"))
     # One forward of the two prompts (30 columns, left-padded), then the four distinct
-    # candidate tails (longest 3 tokens) on the expanded cache.
-    assert seen == [(2, 30, False), (4, 3, True)]
+    # candidate tails (longest 3 tokens) on top of the prompts' 30 cached columns: the
+    # prompt tokens run once.
+    assert seen == [(2, 30, 0), (4, 3, 30)]
     seen = _forwards(model, lambda: token_logprobs(model, prompts, conts, 8, PAD, "sequence"))
-    assert seen == [(5, 32, False)]  # 5 sequences, each with the whole prompt
+    assert seen == [(5, 32, 0)]  # 5 sequences, each with the whole prompt
 
 
 def test_tail_rows_are_chunked_by_batch_size(model):
     prompt = list(range(2, 22))
     conts = [[[k, k + 1] for k in range(30, 37)]]  # 7 distinct one-token tails
     seen = _forwards(model, lambda: token_logprobs(model, [prompt], conts, 3, PAD, "cache"))
-    assert seen == [(1, 20, False), (3, 1, True), (3, 1, True), (1, 1, True)]
+    assert seen == [(1, 20, 0), (3, 1, 20), (3, 1, 20), (1, 1, 20)]
+
+
+def test_scoring_uses_the_current_cache_api(model, tokenizer, caplog):
+    """No deprecation notice from our own calls into transformers: the prompt-cache path
+    (prompt forward that keeps its cache, tails on top of it) and generation."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # the CLI sets TRANSFORMERS_VERBOSITY=error
+    logging.Logger.warning_once.cache_clear()  # a notice shown earlier would hide this one
+    logger.addHandler(caplog.handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+            warnings.simplefilter("always")
+            token_logprobs(model, [[3, 4, 5, 6]], [[[7, 8, 9], [10, 11]]], 4, PAD, "cache")
+            ev.generate_texts(model, tokenizer, [[3, 4, 5], [6, 7]], 4, ["\n"], 2, PAD)
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+    notices = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [n for n in notices if "deprecat" in n.lower()], notices
 
 
 def test_single_token_candidates_build_no_cache(model):
@@ -130,7 +167,7 @@ def test_selected_cache_leaves_the_prompt_cache_alone(model):
         torch.testing.assert_close(selected.layers[0].keys, before[0][rows])
         model(input_ids=torch.tensor([[8], [9], [10]]),
               attention_mask=torch.cat([mask[rows], torch.ones(3, 1, dtype=torch.long)], 1),
-              position_ids=torch.tensor([[2], [2], [3]]), past_key_values=selected,
+              position_ids=torch.tensor([[2], [2], [3]]), cache=selected,
               use_cache=True)
         assert selected.get_seq_length() == 4
         assert cache.get_seq_length() == 3
@@ -152,7 +189,7 @@ def test_auto_routes_per_prompt(model):
     long = [list(range(2, 60)), [[5, 6], [7, 8]]]
     prompts, conts = [short[0], long[0]], [short[1], long[1]]
     seen = _forwards(model, lambda: token_logprobs(model, prompts, conts, 8, PAD, "auto"))
-    assert sorted(seen) == sorted([(1, 58, False), (2, 1, True), (2, 21, False)])
+    assert sorted(seen) == sorted([(1, 58, 0), (2, 1, 58), (2, 21, 0)])
     with torch.inference_mode():
         auto = continuation_logprobs(model, prompts, conts, 8, PAD, "auto")
         none = continuation_logprobs(model, prompts, conts, 8, PAD, "none")

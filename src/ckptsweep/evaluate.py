@@ -294,7 +294,7 @@ def _last_log_softmax(model, seqs: Sequence[list[int]], keep: int, pad_id: int,
     mask = mask.to(device)
     out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device),
                 logits_to_keep=keep, use_cache=use_cache)
-    return out.logits.float().log_softmax(-1), out.past_key_values if use_cache else None, mask
+    return out.logits.float().log_softmax(-1), out.cache if use_cache else None, mask
 
 
 def _sequences(prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
@@ -417,7 +417,7 @@ def _cached_logprobs(model, prompts, continuations, batch_size,
             positions = lengths[rows, None] + torch.arange(ids.shape[1], device=mask.device)
             logits = eager(input_ids=ids.to(mask.device),
                            attention_mask=torch.cat([mask[rows], tail_mask], dim=1),
-                           position_ids=positions, past_key_values=_select_cache(cache, rows),
+                           position_ids=positions, cache=_select_cache(cache, rows),
                            use_cache=True).logits
             results.append(logits.float().log_softmax(-1))
         picks: dict[int, list] = {}
