@@ -40,7 +40,8 @@ import time
 import torch
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from ckptsweep.evaluate import continuation_logprobs, generate_texts, resolve_device
+from ckptsweep.device import resolve_device
+from ckptsweep.evaluate.run import continuation_logprobs, generate_texts
 
 PRESETS = {
     "tiny": {"arch": {"vocab_size": 2048, "hidden_size": 128, "intermediate_size": 512,
@@ -254,7 +255,7 @@ def main() -> None:
                 "gen_batch", "baseline_examples"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
-    device = resolve_device(args.device)
+    device = torch.device(resolve_device(args.device))
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     model = build(preset["arch"], device, dtype)
     tok = tokenizer(model.config.vocab_size)

@@ -101,8 +101,8 @@ def worker(args) -> None:
     """One run of the loop (a torchrun worker, or the single process)."""
     import torch
 
-    from ckptsweep.finetune import FinetuneConfig, Interrupted, train
-    from ckptsweep.models import load
+    from ckptsweep.checkpoints.models import load
+    from ckptsweep.train.finetune import FinetuneConfig, Interrupted, train
 
     torch.set_num_threads(max(1, args.threads))
     # As `ckptsweep finetune` does: ranks but the first build the model on the meta device

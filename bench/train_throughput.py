@@ -39,13 +39,13 @@ from pathlib import Path
 import torch
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from ckptsweep.finetune import (
+from ckptsweep.device import resolve_device
+from ckptsweep.train.finetune import (
     IGNORE,
     FinetuneConfig,
     flop_params,
     make_optimizer,
     peak_flops,
-    resolve_device,
     train,
     train_step,
 )
@@ -240,8 +240,8 @@ def trainer_finetune(model, examples, cfg, out: Path, device: str) -> dict:
     Padded batches only (the Trainer has no packing of its own here). Needs accelerate."""
     from transformers import Trainer, TrainingArguments
 
-    from ckptsweep.distributed import Labels
-    from ckptsweep.finetune import collate, completion_loss, throughput
+    from ckptsweep.train.distributed import Labels
+    from ckptsweep.train.finetune import collate, completion_loss, throughput
 
     class CompletionTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -12,7 +12,7 @@ LINES = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
-    from ckptsweep.tokenizer import train_tokenizer
+    from ckptsweep.data.tokenizer import train_tokenizer
 
     return train_tokenizer(LINES * 4, [], 400, tmp_path_factory.mktemp("tok"))
 
@@ -20,7 +20,7 @@ def tiny_tokenizer(tmp_path_factory):
 @pytest.fixture
 def tiny_model(tiny_tokenizer):
     """A fresh, randomly initialised tiny OLMo (seeded) for every test."""
-    from ckptsweep.pretrain import PretrainConfig, build_model
+    from ckptsweep.train.pretrain import PretrainConfig, build_model
 
     cfg = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
     return build_model(cfg, tiny_tokenizer)

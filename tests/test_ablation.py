@@ -13,11 +13,13 @@ import pytest
 import torch
 import yaml
 
-from ckptsweep import study
-from ckptsweep import tables as T
+from ckptsweep.analysis import names as NAMES
+from ckptsweep.analysis import tables as T
+from ckptsweep.checkpoints.models import Checkpoint, write_manifest
 from ckptsweep.cli import main
-from ckptsweep.evaluate import ABLATION_SCHEMA
-from ckptsweep.models import Checkpoint, write_manifest
+from ckptsweep.evaluate.run import ABLATION_SCHEMA
+from ckptsweep.study import checks
+from ckptsweep.study import grid as study
 
 from .test_finetune import records
 
@@ -52,10 +54,10 @@ def test_ablation_defaults_and_explicit_sets():
     cfg = load(TINY)
     assert cfg["analysis"]["ablation"] == {}
     plan = study.ablation(cfg)
-    assert plan["methods"] == list(study.ABLATION_METHODS)
+    assert plan["methods"] == list(NAMES.ABLATION_METHODS)
     assert plan["eval_sets"] == ["nli"]
     cfg["analysis"]["ablation"] = {"eval_sets": ["nli_ood"], "methods": ["free"]}
-    study.check(cfg)
+    checks.check(cfg)
     plan = study.ablation(cfg)
     assert plan["methods"] == ["free"]
     # nli_ood's `of` is nli: the nli fine-tunes are scored on it, the others are not
@@ -67,7 +69,7 @@ def test_ablation_sets_must_be_classification_eval_sets(name):
     cfg = load(TINY)
     cfg["analysis"]["ablation"] = {"eval_sets": [name]}
     with pytest.raises(ValueError, match=r"analysis\.ablation\.eval_sets: .*" + name):
-        study.check(cfg)
+        checks.check(cfg)
 
 
 def test_ablation_without_a_classification_set_is_named():
@@ -76,7 +78,7 @@ def test_ablation_without_a_classification_set_is_named():
         del cfg["datasets"][name]
     del cfg["finetune"]["tasks"]["nli"]
     with pytest.raises(ValueError, match=r"analysis\.ablation\.eval_sets"):
-        study.check(cfg)
+        checks.check(cfg)
 
 
 # ------------------------------------------------------------------ the CLI verb
@@ -178,7 +180,7 @@ def test_gpu_defaults_match_the_schema():
     analysis = schema["properties"]["analysis"]["properties"]
     assert analysis["gpus_per_job"]["default"] == T.GPUS_PER_JOB
     assert analysis["ablation"]["properties"]["methods"]["default"] == \
-        list(study.ABLATION_METHODS)
+        list(NAMES.ABLATION_METHODS)
 
 
 # ------------------------------------------------------------------ workflow (dry runs)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ckptsweep.adapters import ADAPTERS, SCHEMA_TASK, convert, prepare_split
-from ckptsweep.prompts import render, target
-from ckptsweep.tasks import check_record, task_type
-from ckptsweep.world import WorldConfig, build_world
+from ckptsweep.data.adapters import ADAPTERS, SCHEMA_TASK, convert, prepare_split
+from ckptsweep.data.prompts import render, target
+from ckptsweep.data.tasks import check_record, task_type
+from ckptsweep.data.world import WorldConfig, build_world
 
 # One realistic record per schema, shaped like the hub's.
 HUB_RECORDS = {

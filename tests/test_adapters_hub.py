@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ckptsweep import snapshots
-from ckptsweep.adapters import STSB_THRESHOLD, convert
 from ckptsweep.cli import main as cli
-from ckptsweep.snapshots import (
+from ckptsweep.data import snapshots
+from ckptsweep.data.adapters import STSB_THRESHOLD, convert
+from ckptsweep.data.snapshots import (
     MissingSnapshot,
     prefetch_dataset,
     prepare_snapshot,
@@ -293,7 +293,7 @@ def test_offline_jobs_name_the_model_to_prefetch(tmp_path, monkeypatch):
 def test_adapter_options_are_checked():
     rec = {"sentence1": "a", "sentence2": "b", "label": 4.5, "idx": 0}
     assert convert("stsb", rec, 0, "s", {"threshold": 5.0})["label"] == 0
-    from ckptsweep.adapters import check_options
+    from ckptsweep.data.adapters import check_options
 
     check_options("stsb", {"threshold": 3})
     with pytest.raises(ValueError, match="schema 'paws' takes no option"):

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from ckptsweep import amurochar as A
-from ckptsweep import tables as T
+from ckptsweep.analysis import amurochar as A
+from ckptsweep.analysis import names as NAMES
+from ckptsweep.analysis import tables as T
+from ckptsweep.analysis.scores import SCORES_COLUMNS
 from ckptsweep.cli import main
-from ckptsweep.scores import SCORES_COLUMNS
 
 DATA = Path(__file__).parent / "data" / "amurochar"
 PERF, OFFICIAL = DATA / "all_perf_table.csv", DATA / "official_eval_table.csv"
@@ -199,9 +200,9 @@ def test_table5_golden(tables_dir):
 
 def test_tables_without_examples_skip_per_example_tables(tables_dir):
     written = {p.stem for p in tables_dir.glob("*.csv")}
-    assert written == set(T.TABLE_NAMES) - set(T.EXAMPLE_TABLES)
+    assert written == set(NAMES.TABLE_NAMES) - set(NAMES.EXAMPLE_TABLES)
     summary = yaml.safe_load((tables_dir / "summary.json").read_text())
-    assert summary["skipped_tables"] == [n for n in T.TABLE_NAMES if n in T.EXAMPLE_TABLES]
+    assert summary["skipped_tables"] == [n for n in NAMES.TABLE_NAMES if n in NAMES.EXAMPLE_TABLES]
     assert summary["base_trend"] is None
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ckptsweep import attribution as proto
-from ckptsweep.attribution_data import FactFinetuneConfig, make_finetune_set, query_for
-from ckptsweep.world import ATTRS, FORMS, VALUES
+from ckptsweep.attribution import protocol as proto
+from ckptsweep.attribution.data import FactFinetuneConfig, make_finetune_set, query_for
+from ckptsweep.data.world import ATTRS, FORMS, VALUES
 
 DATA = Path(__file__).parent / "data" / "ftrace"
 
@@ -60,7 +60,7 @@ def _texts(n, seed=0):
 
 def test_bm25s_agrees_with_rank_bm25():
     rank_bm25 = pytest.importorskip("rank_bm25")
-    from ckptsweep.bm25 import BM25Plus, tokenize
+    from ckptsweep.attribution.bm25 import BM25Plus, tokenize
 
     texts = _texts(300)
     ours = BM25Plus(texts)
@@ -114,7 +114,7 @@ def test_candidate_sets_always_contain_the_true_proponents():
 
 
 def _examples(tok, texts):
-    from ckptsweep.tracin import doc_example
+    from ckptsweep.attribution.tracin import doc_example
 
     return [doc_example(tok, t) for t in texts]
 
@@ -122,7 +122,7 @@ def _examples(tok, texts):
 def test_tracin_self_influence_is_the_squared_gradient_norm(tiny_model, tiny_tokenizer):
     import torch
 
-    from ckptsweep.tracin import IGNORE, pad, tracin
+    from ckptsweep.attribution.tracin import IGNORE, pad, tracin
 
     ex = _examples(tiny_tokenizer, ["Ana lives in Rome. Ana is a baker.", "Bo is a pilot."])
     dot, cos = tracin([tiny_model], [0.5], ex, ex, tiny_tokenizer.pad_token_id)
@@ -140,7 +140,7 @@ def test_tracin_self_influence_is_the_squared_gradient_norm(tiny_model, tiny_tok
 def test_projected_tracin_ranks_like_the_exact_one(tiny_model, tiny_tokenizer):
     from scipy.stats import spearmanr
 
-    from ckptsweep.tracin import query_example, tracin
+    from ckptsweep.attribution.tracin import query_example, tracin
 
     # The fixture tokenizer's own words: gradients with structure, not near-orthogonal noise
     # (no random projection can rank scores that differ by less than its error).
@@ -177,7 +177,7 @@ def _planted_setup(tok):
 
 
 def _trace(model, tok, spec_extra=None):
-    from ckptsweep.attribution_run import trace
+    from ckptsweep.attribution.run import trace
 
     train, props, queries = _planted_setup(tok)
     spec = {"seed": 0, "require_learned": False, "n_bm25": 10, "n_same": 10, "n_random": 20,
@@ -207,8 +207,8 @@ def test_same_seeds_same_numbers(tiny_model, tiny_tokenizer):
 
 
 def test_pretrain_weights_follow_the_cosine_schedule():
-    from ckptsweep.attribution_run import pretrain_weights
-    from ckptsweep.pretrain import PretrainConfig, lr_at
+    from ckptsweep.attribution.run import pretrain_weights
+    from ckptsweep.train.pretrain import PretrainConfig, lr_at
 
     cfg = {"steps": 100, "lr": 1e-2, "warmup": 0.1}
     w = pretrain_weights([10, 40, 100], cfg)
@@ -225,7 +225,7 @@ def _rows(name):
 
 
 def test_ftrace_adapter_collapses_sentences_and_matches_facts():
-    from ckptsweep import ftrace
+    from ckptsweep.attribution import ftrace
 
     train, props = ftrace.training_set(_rows("abstracts"))
     ids = [r["id"] for r in train]
@@ -245,8 +245,8 @@ def test_ftrace_adapter_collapses_sentences_and_matches_facts():
 
 
 def test_ftrace_records_run_through_the_protocol(tiny_model, tiny_tokenizer):
-    from ckptsweep import ftrace
-    from ckptsweep.attribution_run import trace
+    from ckptsweep.attribution import ftrace
+    from ckptsweep.attribution.run import trace
 
     train, props = ftrace.training_set(_rows("abstracts"))
     queries = ftrace.queries(_rows("queries"), props)
@@ -265,7 +265,7 @@ def test_ftrace_records_run_through_the_protocol(tiny_model, tiny_tokenizer):
 def test_table_and_figure_from_job_folders(tmp_path):
     import pandas as pd
 
-    from ckptsweep.attribution_report import figure, table, write_table
+    from ckptsweep.attribution.report import figure, table, write_table
 
     rows = [{"model": "tiny", "slice": "finetune", "query": f"q{i}", "fact": f"f{i}",
              "method": m, "n_candidates": 50, "n_proponents": 2, "rr": v,

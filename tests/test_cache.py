@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from ckptsweep.evaluate import (
+from ckptsweep.evaluate.run import (
     SCORING_VERSION,
     EvalConfig,
     EvalSet,
     PredictionCache,
     evaluate_model,
-    load_records,
     model_fingerprint,
 )
+from ckptsweep.files import read_jsonl
 from tests.test_evaluate import CFG, model, sets, tokenizer  # noqa: F401  (fixtures)
 
 
@@ -100,7 +100,7 @@ def test_new_weights_are_recomputed(first, tokenizer, sets, model):
 
 def test_edited_records_are_recomputed_row_by_row(first, model, tokenizer, sets, tmp_path):
     cache, df, _ = first
-    records = load_records(sets[0].test_path)
+    records = read_jsonl(sets[0].test_path)
     records[0]["label"] = (records[0]["label"] + 1) % 3          # gold changed
     records[1]["hypothesis"] = "Anna eats soup."                  # prompt changed
     path = tmp_path / "test.jsonl"

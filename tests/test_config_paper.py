@@ -13,7 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from ckptsweep import study
+from ckptsweep.study import checks
+from ckptsweep.study import grid as study
 
 from .test_workflow import job_counts
 
@@ -25,7 +26,7 @@ BIN = Path(sys.executable).parent
 
 def test_the_paper_config_validates():
     jsonschema.validate(PAPER, SCHEMA)
-    study.check(PAPER)
+    checks.check(PAPER)
 
 
 def test_the_paper_grid():
@@ -60,15 +61,15 @@ def test_hub_blocks_are_checked():
     bad = yaml.safe_load(yaml.safe_dump(PAPER))
     del bad["models"]["olmo1b"]["repo"]
     with pytest.raises(ValueError, match=r"models\.olmo1b: a hub model needs `repo`"):
-        study.check(bad)
+        checks.check(bad)
     bad = yaml.safe_load(yaml.safe_dump(PAPER))
     bad["models"]["olmo1b"]["refs"] = {5: "main"}
     with pytest.raises(ValueError, match=r"models\.olmo1b\.refs: names a step"):
-        study.check(bad)
+        checks.check(bad)
     bad = yaml.safe_load(yaml.safe_dump(PAPER))
     del bad["datasets"]["qqp"]["hub"]
     with pytest.raises(ValueError, match=r"datasets\.qqp\.hub: required"):
-        study.check(bad)
+        checks.check(bad)
 
 
 @pytest.mark.workflow

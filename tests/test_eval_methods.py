@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-import ckptsweep.evaluate as ev
-from ckptsweep.evaluate import (
+import ckptsweep.evaluate.run as ev
+from ckptsweep.data.prompts import render
+from ckptsweep.data.tasks import task_type
+from ckptsweep.evaluate.run import (
     EvalConfig,
     EvalSet,
     evaluate_model,
     first_label,
     generate_texts,
     lenient_label_tokens,
-    load_records,
     trie_greedy,
 )
-from ckptsweep.prompts import render
-from ckptsweep.tasks import task_type
+from ckptsweep.files import read_jsonl
 from tests.test_evaluate import model, sets, tokenizer  # noqa: F401  (fixtures)
 
 NAMES = ("Ana", "Bo", "Cy", "Di", "Ed")
@@ -67,7 +67,7 @@ def _cfg(**kw) -> EvalConfig:
 
 
 def _prompt(es: EvalSet, row) -> str:
-    record = {str(r["id"]): r for r in load_records(es.test_path)}[row.id]
+    record = {str(r["id"]): r for r in read_jsonl(es.test_path)}[row.id]
     return render(task_type(es.task), record, row.format)  # 0-shot: the bare prompt
 
 
@@ -227,7 +227,7 @@ def test_free_generation_with_canned_outputs(model, tokenizer, sets, monkeypatch
     nli = EvalSet("nli", "nli", sets[0].test_path, None, limit=4)
     df = evaluate_model(model, tokenizer, [nli], _cfg(method="free"))
     assert df.prediction.to_list() == ["entailment", "neutral", "", "contradiction"]
-    gold = [r["label"] for r in load_records(nli.test_path)[:4]]
+    gold = [r["label"] for r in read_jsonl(nli.test_path)[:4]]
     assert df.score.to_list() == [float(p == task_type("nli").labels[g]) if p else 0.0
                                   for p, g in zip(df.prediction, gold, strict=True)]
 

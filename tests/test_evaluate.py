@@ -17,8 +17,10 @@ from rouge_score import rouge_scorer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
-from ckptsweep.adapters import convert
-from ckptsweep.evaluate import (
+from ckptsweep.data.adapters import convert
+from ckptsweep.data.prompts import build_prompt, prompt_hash
+from ckptsweep.data.tasks import task_type
+from ckptsweep.evaluate.run import (
     COLUMNS,
     EvalConfig,
     EvalSet,
@@ -26,12 +28,10 @@ from ckptsweep.evaluate import (
     cut_at_stop,
     evaluate_model,
     generate_texts,
-    load_records,
     rouge_l,
     write_predictions,
 )
-from ckptsweep.prompts import build_prompt, prompt_hash
-from ckptsweep.tasks import task_type
+from ckptsweep.files import read_jsonl
 
 NAMES = ["Anna", "Bob", "Carla", "Dmitri", "Eve", "Farid", "Gina", "Hugo"]
 CITIES = ["Paris", "Lima", "Oslo", "Kyoto", "Accra", "Quito"]
@@ -131,7 +131,7 @@ def frame(model, tokenizer, sets):
 
 
 def _records(es: EvalSet) -> dict[str, dict]:
-    return {str(r["id"]): r for r in load_records(es.test_path)}
+    return {str(r["id"]): r for r in read_jsonl(es.test_path)}
 
 
 def _direct_logprob(model, tokenizer, prompt: str, continuation: str) -> float:
@@ -155,7 +155,7 @@ def _direct_variants_logprob(model, tokenizer, prompt: str, label: str) -> float
 def _rebuild_prompt(tokenizer, es: EvalSet, row) -> str:
     """The row's prompt text, rebuilt from its record and recorded demonstrations."""
     task = task_type(es.task)
-    pool = {str(r["id"]): r for r in load_records(es.pool_path)}
+    pool = {str(r["id"]): r for r in read_jsonl(es.pool_path)}
     demos = [pool[i] for i in row.demo_ids]
     return build_prompt(task, _records(es)[row.id], row.format, demos, CFG.separator,
                         lambda t: len(tokenizer(t)["input_ids"]), 10**9).text
@@ -235,7 +235,7 @@ def test_truncation_keeps_prompts_within_budget(model, tokenizer, sets):
     longest = {}
     for es in sets:
         task = task_type(es.task)
-        for r in load_records(es.test_path):
+        for r in read_jsonl(es.test_path):
             choices = task.labels if task.kind == "classification" else r.get("choices", [])
             longest[r["id"]] = max((len(tokenizer(" " + c, add_special_tokens=False)["input_ids"])
                                     for c in choices), default=0)
@@ -300,19 +300,10 @@ def test_multiple_choice_score_norm_is_length_normalised(frame, sets):
         assert row.gold == choices[record["label"]]
 
 
-def test_load_records_names_file_and_line(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"id": "a"}\n\n{"id": "b",}\n')
-    with pytest.raises(ValueError, match=r"bad\.jsonl:3: bad JSON"):
-        load_records(path)
-    path.write_text('{"id": "a"}\n\n{"id": "b"}\n')
-    assert [r["id"] for r in load_records(path)] == ["a", "b"]
-
-
 def test_answer_words_sum_the_words_of_each_label(model, tokenizer, sets, tmp_path):
     """Two-way RTE scored by a three-way NLI model: not_entailment = neutral +
     contradiction, probabilities summed; predictions stay in RTE's labels."""
-    records = [{**r, "label": int(r["label"] > 0)} for r in load_records(sets[0].test_path)]
+    records = [{**r, "label": int(r["label"] > 0)} for r in read_jsonl(sets[0].test_path)]
     words = {"entailment": ["entailment"], "not_entailment": ["neutral", "contradiction"]}
     rte = EvalSet("rte", "nli_binary", _write(tmp_path / "rte.jsonl", records), None,
                   answer_words=words)

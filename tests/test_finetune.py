@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from ckptsweep.finetune import (
+from ckptsweep.data.tasks import task_type
+from ckptsweep.train.finetune import (
     IGNORE,
     FinetuneConfig,
     LossLog,
@@ -16,7 +17,6 @@ from ckptsweep.finetune import (
     encode_example,
     finetune,
 )
-from ckptsweep.tasks import task_type
 
 NLI = task_type("nli")
 
@@ -56,7 +56,7 @@ def weights(model):
 
 
 def test_same_seed_same_weights_and_loss_falls(tiny_tokenizer, tiny_model, tmp_path):
-    from ckptsweep.pretrain import PretrainConfig, build_model
+    from ckptsweep.train.pretrain import PretrainConfig, build_model
 
     cfg = FinetuneConfig(lr=3e-3, epochs=3, batch_size=8, seed=0)
     stats = finetune(tiny_model, tiny_tokenizer, NLI, records(), cfg, tmp_path / "a", log=None)
@@ -70,7 +70,7 @@ def test_same_seed_same_weights_and_loss_falls(tiny_tokenizer, tiny_model, tmp_p
 
 
 def test_accumulation_matches_one_big_batch(tiny_tokenizer, tmp_path):
-    from ckptsweep.pretrain import PretrainConfig, build_model
+    from ckptsweep.train.pretrain import PretrainConfig, build_model
 
     arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
     big, small = build_model(arch, tiny_tokenizer), build_model(arch, tiny_tokenizer)
@@ -139,7 +139,7 @@ def varied(n=24):
 @pytest.mark.parametrize("packing", [False, True])
 def test_compiled_fine_tune_matches_eager_and_compiles_twice(tiny_tokenizer, tmp_path,
                                                              dynamo_counters, packing):
-    from ckptsweep.pretrain import PretrainConfig, build_model
+    from ckptsweep.train.pretrain import PretrainConfig, build_model
 
     arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
     eager, compiled = build_model(arch, tiny_tokenizer), build_model(arch, tiny_tokenizer)

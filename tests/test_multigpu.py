@@ -15,9 +15,9 @@ import time
 import pytest
 import torch
 
-from ckptsweep.distributed import shares
-from ckptsweep.finetune import STATE_FILE
-from ckptsweep.models import load
+from ckptsweep.checkpoints.models import load
+from ckptsweep.train.distributed import shares
+from ckptsweep.train.finetune import STATE_FILE
 
 from .test_finetune import weights
 from .test_resume import SPEC, command, reference

@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import Cache
 
-import ckptsweep.evaluate as ev
-from ckptsweep.evaluate import (
+import ckptsweep.evaluate.run as ev
+from ckptsweep.evaluate.run import (
     SHARING,
     EvalConfig,
     cache_pays,

@@ -5,8 +5,14 @@ import json
 import pytest
 import torch
 
-from ckptsweep.models import Checkpoint, load, load_checkpoint, read_manifest, write_manifest
-from ckptsweep.pretrain import PretrainConfig, lr_at, pretrain
+from ckptsweep.checkpoints.models import (
+    Checkpoint,
+    load,
+    load_checkpoint,
+    read_manifest,
+    write_manifest,
+)
+from ckptsweep.train.pretrain import PretrainConfig, lr_at, pretrain
 
 from .conftest import LINES
 

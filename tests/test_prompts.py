@@ -2,8 +2,8 @@
 
 import pytest
 
-from ckptsweep.prompts import build_prompt, chat_segments, render, sample_demos, target
-from ckptsweep.tasks import TASK_TYPES, check_record, gold_text, task_type
+from ckptsweep.data.prompts import build_prompt, chat_segments, render, sample_demos, target
+from ckptsweep.data.tasks import TASK_TYPES, check_record, gold_text, task_type
 
 NLI = task_type("nli")
 REC = {"id": "x1", "premise": "Ana lives in Rome.", "hypothesis": "Ana is from Rome.",

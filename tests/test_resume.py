@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ckptsweep.finetune import STATE_FILE, FinetuneConfig, finetune
-from ckptsweep.models import Checkpoint, load, write_manifest
-from ckptsweep.tasks import task_type
+from ckptsweep.checkpoints.models import Checkpoint, load, write_manifest
+from ckptsweep.data.tasks import task_type
+from ckptsweep.train.finetune import STATE_FILE, FinetuneConfig, finetune
 
 from .test_finetune import records, weights
 
@@ -139,7 +139,7 @@ def test_state_for_other_settings_is_discarded(job):
 
 
 def test_attempt_2_halves_micro_batch_same_weights(tiny_tokenizer, tmp_path):
-    from ckptsweep.pretrain import PretrainConfig, build_model
+    from ckptsweep.train.pretrain import PretrainConfig, build_model
 
     cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=8, seed=0)
     retry = cfg.for_attempt(2)
@@ -154,7 +154,7 @@ def test_attempt_2_halves_micro_batch_same_weights(tiny_tokenizer, tmp_path):
 
 
 def test_packed_and_padded_batches_give_the_same_loss(tiny_tokenizer, tiny_model):
-    from ckptsweep.finetune import collate, completion_loss, encode_example, pack
+    from ckptsweep.train.finetune import collate, completion_loss, encode_example, pack
 
     batch = [encode_example(NLI, r, tiny_tokenizer, "default", 512) for r in records(6)]
     ids, labels, mask = collate(batch, tiny_tokenizer.pad_token_id)
@@ -167,7 +167,7 @@ def test_packed_and_padded_batches_give_the_same_loss(tiny_tokenizer, tiny_model
 
 
 def test_packed_fine_tune_matches_padded(tiny_tokenizer, tmp_path):
-    from ckptsweep.pretrain import PretrainConfig, build_model
+    from ckptsweep.train.pretrain import PretrainConfig, build_model
 
     arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
     a, b = build_model(arch, tiny_tokenizer), build_model(arch, tiny_tokenizer)

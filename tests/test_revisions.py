@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ckptsweep.models import read_manifest, resolve_hub, write_manifest
-from ckptsweep.revisions import RevisionError, nearest, parse_branches, resolve
+from ckptsweep.checkpoints.models import read_manifest, resolve_hub, write_manifest
+from ckptsweep.checkpoints.revisions import RevisionError, nearest, parse_branches, resolve
 
 
 def sha(name: str) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ckptsweep.stats import (
+from ckptsweep.analysis.stats import (
     bootstrap_ci,
     bootstrap_diff,
     bootstrap_stat,

@@ -7,7 +7,8 @@ import jsonschema
 import pytest
 import yaml
 
-from ckptsweep import study
+from ckptsweep.study import checks
+from ckptsweep.study import grid as study
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
@@ -27,7 +28,7 @@ def test_lr_names_are_short_and_unique():
 def test_demo_grid():
     cfg = demo()
     jsonschema.validate(cfg, SCHEMA)
-    study.check(cfg)
+    checks.check(cfg)
     names = [f["name"] for f in study.finetunes(cfg)]
     assert len(names) == len(set(names))
     assert "nli-lr2e-3-s1" in names and "instruct-lr2e-3-s0" in names
@@ -61,7 +62,7 @@ def test_cross_reference_errors_name_the_key(edit, message):
     cfg = copy.deepcopy(demo())
     edit(cfg)
     with pytest.raises(ValueError, match=message):
-        study.check(cfg)
+        checks.check(cfg)
 
 
 @pytest.mark.parametrize("edit", [
@@ -105,4 +106,4 @@ def test_a_model_block_can_restrict_its_finetunes():
     assert [v["name"] for v in plan["variants"]] == ["base"]
     cfg["models"]["tiny"]["finetune"] = ["nope"]
     with pytest.raises(ValueError, match=r"models\.tiny\.finetune: 'nope'"):
-        study.check(cfg)
+        checks.check(cfg)

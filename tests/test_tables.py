@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ckptsweep import tables as T
-from ckptsweep.figures import FIGURE_NAMES, write_figures
-from ckptsweep.scores import (
+from ckptsweep.analysis import names as NAMES
+from ckptsweep.analysis import tables as T
+from ckptsweep.analysis.figures import write_figures
+from ckptsweep.analysis.scores import (
     EXAMPLES_COLUMNS,
     SCORES_COLUMNS,
     assign_role,
@@ -287,7 +288,7 @@ def test_ft_vs_base_margin_over_majority(study):
 def test_summary_and_written_tables(study, tmp_path):
     paths = T.write_tables(study["scores"], study["examples"], study["cfg"], tmp_path)
     names = {p.name for p in paths}
-    for name in T.TABLE_NAMES:
+    for name in NAMES.TABLE_NAMES:
         assert {f"{name}.csv", f"{name}.html"} <= names
     headline = json.loads((tmp_path / "summary.json").read_text())
     assert [r["eval_set"] for r in headline["base_trend"]["rises"]] == ["qa_who"]
@@ -301,12 +302,12 @@ def test_summary_and_written_tables(study, tmp_path):
     (margin,) = [r for r in headline["classification_margin"]["id"] if r["eval_set"] == "nli"]
     assert margin["margin"] == pytest.approx(0.275)
     reread = T.read_tables(tmp_path)
-    assert set(reread) == set(T.TABLE_NAMES)
+    assert set(reread) == set(NAMES.TABLE_NAMES)
 
 
 def test_figures_are_written(study, tmp_path):
     paths = write_figures(study["tables"], tmp_path)
-    for name in FIGURE_NAMES:
+    for name in NAMES.FIGURE_NAMES:
         for ext in ("png", "svg"):
             f = tmp_path / f"{name}.{ext}"
             assert f in paths and f.stat().st_size > 1000, f
@@ -319,7 +320,7 @@ def test_figures_from_tables_without_per_example_tables(study, tmp_path):
     T.write_tables(study["scores"], None, study["cfg"], tmp_path / "t")
     assert not (tmp_path / "t" / "perf_steps.csv").exists()
     paths = write_figures(tmp_path / "t", tmp_path / "f")
-    for name in FIGURE_NAMES:
+    for name in NAMES.FIGURE_NAMES:
         for ext in ("png", "svg"):
             f = tmp_path / "f" / f"{name}.{ext}"
             assert f in paths and f.stat().st_size > 1000, f
@@ -330,10 +331,10 @@ def test_figures_from_tables_without_per_example_tables(study, tmp_path):
 
 def test_tables_without_the_examples_table_skip_per_example_tables(study, tmp_path):
     tables, headline = T.compute_tables(study["scores"], None, study["cfg"])
-    assert set(tables) == set(T.TABLE_NAMES) - set(T.EXAMPLE_TABLES)
+    assert set(tables) == set(NAMES.TABLE_NAMES) - set(NAMES.EXAMPLE_TABLES)
     for name in tables:  # what does not need examples is the same as with them
         pd.testing.assert_frame_equal(tables[name], study["tables"][name])
-    assert headline["skipped_tables"] == [n for n in T.TABLE_NAMES if n in T.EXAMPLE_TABLES]
+    assert headline["skipped_tables"] == [n for n in NAMES.TABLE_NAMES if n in NAMES.EXAMPLE_TABLES]
     assert headline["base_trend"] is None and headline["group_gain"]["by_data"] is None
     paths = T.write_tables(study["scores"], None, study["cfg"], tmp_path)
     assert {p.stem for p in paths if p.suffix == ".csv"} == set(tables)
@@ -382,7 +383,7 @@ def test_two_models_are_never_pooled(study):
     both, headline = T.compute_tables(pd.concat([scores, other_s], ignore_index=True),
                                       pd.concat([examples, other_e], ignore_index=True),
                                       study["cfg"])
-    assert set(both) == set(T.TABLE_NAMES)
+    assert set(both) == set(NAMES.TABLE_NAMES)
     for name, df in both.items():
         assert "model" in df.columns, name
         assert set(df["model"]) == {"tiny", "other"}, name

@@ -12,8 +12,12 @@ import pytest
 import yaml
 from scipy import stats
 
-from ckptsweep import study, transfer, transfer_config
-from ckptsweep.pretrain import mix_documents
+from ckptsweep.analysis import names as NAMES
+from ckptsweep.analysis import transfer
+from ckptsweep.study import checks
+from ckptsweep.study import grid as study
+from ckptsweep.study import transfer as transfer_config
+from ckptsweep.train.pretrain import mix_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"ece_bins": 10, "seed": 0, "n_boot": 300, "alpha": 0.05, "scales": ["s", "l"],
@@ -134,8 +138,8 @@ def test_same_seed_same_numbers_and_every_table():
     ex = population(n_members=6, n_examples=60)
     a = transfer.analyse(ex, SETTINGS)
     b = transfer.analyse(ex, SETTINGS)
-    assert set(a) == set(transfer.TABLE_NAMES)
-    for name in transfer.TABLE_NAMES:
+    assert set(a) == set(NAMES.TRANSFER_TABLES)
+    for name in NAMES.TRANSFER_TABLES:
         pd.testing.assert_frame_equal(a[name], b[name])
     c = transfer.analyse(ex, {**SETTINGS, "seed": 1})["transfer_correlation"]
     assert not np.allclose(a["transfer_correlation"]["spearman_model_low"],
@@ -206,7 +210,7 @@ def test_demo_population_has_four_mixtures_and_eight_members_per_scale(demo):
     assert sorted(plan) == sorted(transfer_config.categories(demo))
     assert len(study.eval_plan(demo, "base", "tiny")) == len(study.eval_sets(demo))
     assert study.analysis_models(demo) == ["tiny"]
-    study.check(demo)
+    checks.check(demo)
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -230,7 +234,7 @@ def test_config_errors_name_the_key(demo, edit, key):
     cfg = copy.deepcopy(demo)
     edit(cfg["transfer"], cfg)
     with pytest.raises(ValueError) as err:
-        study.check(cfg)
+        checks.check(cfg)
     assert key in str(err.value)
 
 
@@ -252,7 +256,7 @@ def test_datadecide_example_config_is_consistent():
 
     cfg = yaml.safe_load((ROOT / "config/transfer_datadecide.yaml").read_text())
     validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
-    study.check(cfg)
+    checks.check(cfg)
     members = transfer_config.members(cfg)
     assert len({m["mixture"] for m in members}) >= 4
     assert len({m["scale"] for m in members}) >= 2
@@ -289,7 +293,7 @@ def test_spread_against_noise_tells_signal_from_chance():
 
 
 def test_gpu_hours_of_the_analysed_models_leave_the_population_out(tmp_path):
-    from ckptsweep.tables import gpu_hours
+    from ckptsweep.analysis.tables import gpu_hours
 
     head = "s\th:m:s\tmax_rss\tcpu_time\n"
     for rel in ("pretrain/tiny.tsv", "pretrain/pop_a.tsv", "evaluate/tiny/10/base.tsv",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptsweep.adapters import convert, input_text
-from ckptsweep.world import (
+from ckptsweep.data.adapters import convert, input_text
+from ckptsweep.data.world import (
     LABEL_WORDS,
     NEVER_IN_CORPUS,
     WorldConfig,
@@ -249,7 +249,7 @@ def test_tokenizer_lines_hold_markers_and_label_words(world):
 
 
 def test_required_words_are_single_tokens(world, tmp_path):
-    from ckptsweep.tokenizer import check_single_tokens, train_tokenizer
+    from ckptsweep.data.tokenizer import check_single_tokens, train_tokenizer
 
     out, summary = world
     lines = (out / "tokenizer_lines.txt").read_text(encoding="utf-8").splitlines()

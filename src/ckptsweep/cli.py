@@ -39,7 +39,7 @@ def from_dict(cls, data: dict, where: str):
 
 
 def cmd_world(args, spec):
-    from .world import WorldConfig, build_world
+    from ckptsweep.data.world import WorldConfig, build_world
 
     t0 = time.perf_counter()
     info = build_world(from_dict(WorldConfig, spec, "world"), Path(args.out))
@@ -54,7 +54,7 @@ def _online():
 
 
 def cmd_prefetch(args, spec):
-    from .snapshots import prefetch_dataset
+    from ckptsweep.data.snapshots import prefetch_dataset
 
     _online()
     out = Path(args.out)
@@ -70,7 +70,7 @@ def cmd_prefetch(args, spec):
 
 
 def cmd_prepare(args, spec):
-    from .snapshots import MissingSnapshot, prepare_snapshot
+    from ckptsweep.data.snapshots import MissingSnapshot, prepare_snapshot
 
     try:
         counts = prepare_snapshot(spec, Path(args.snapshot), Path(args.out))
@@ -81,9 +81,9 @@ def cmd_prepare(args, spec):
 
 
 def cmd_pretrain(args, spec):
-    from .models import set_threads
-    from .pretrain import PretrainConfig, pretrain
-    from .tokenizer import train_tokenizer
+    from ckptsweep.data.tokenizer import train_tokenizer
+    from ckptsweep.device import set_threads
+    from ckptsweep.train.pretrain import PretrainConfig, pretrain
 
     set_threads(args.threads)
     out = Path(args.out)
@@ -100,10 +100,10 @@ def cmd_pretrain(args, spec):
 
 
 def cmd_checkpoints(args, spec):
-    from .models import Checkpoint, write_manifest
+    from ckptsweep.checkpoints.models import Checkpoint, write_manifest
 
     if spec.get("source") == "hub":
-        from .models import resolve_hub
+        from ckptsweep.checkpoints.models import resolve_hub
 
         _online()
         try:
@@ -126,8 +126,8 @@ def cmd_checkpoints(args, spec):
 
 
 def cmd_prefetch_model(args, spec):
-    from .models import read_manifest
-    from .snapshots import prefetch_model
+    from ckptsweep.checkpoints.models import read_manifest
+    from ckptsweep.data.snapshots import prefetch_model
 
     _online()
     rows = list(read_manifest(args.manifest).values())
@@ -139,10 +139,12 @@ def cmd_prefetch_model(args, spec):
 
 
 def cmd_finetune(args, spec):
-    from . import distributed
-    from .finetune import FinetuneConfig, Interrupted, finetune
-    from .models import load_checkpoint, set_threads
-    from .tasks import load_records, task_type
+    from ckptsweep.checkpoints.models import load_checkpoint
+    from ckptsweep.data.tasks import task_type
+    from ckptsweep.device import set_threads
+    from ckptsweep.files import read_jsonl
+    from ckptsweep.train import distributed
+    from ckptsweep.train.finetune import FinetuneConfig, Interrupted, finetune
 
     set_threads(args.threads)
     spec = dict(spec)
@@ -163,7 +165,7 @@ def cmd_finetune(args, spec):
     # Sharded: only the first process reads the weights; the others get their shards.
     meta = distributed.launched() and int(os.environ["RANK"]) > 0
     model, tok = load_checkpoint(args.manifest, args.step, meta=meta)
-    records = load_records(args.train)
+    records = read_jsonl(args.train)
     log(f"fine-tuning step {args.step} on {len(records)} {task.name} examples: {cfg}")
     resume = Path(args.resume_dir) if args.resume_dir else None
     try:
@@ -176,8 +178,8 @@ def cmd_finetune(args, spec):
 def load_variant(manifest: str, step: str, folder: str | None, cfg):
     """A variant of one checkpoint: the base model from the manifest (``folder`` None) or
     a fine-tune's folder; with its prediction-cache key when the cache is on."""
-    from .evaluate import model_fingerprint
-    from .models import checkpoint, load
+    from ckptsweep.checkpoints.models import checkpoint, load
+    from ckptsweep.evaluate.run import model_fingerprint
 
     source, revision, remote = folder, None, False
     if source is None:
@@ -192,8 +194,8 @@ def cmd_evaluate(args, spec):
     folders), each loaded once and scored on its eval sets: ``{out}/{variant}.parquet``.
     The folder is written under a temporary name and renamed when complete, so a
     stopped job never leaves a folder that looks finished."""
-    from .evaluate import EvalConfig, EvalSet, evaluate_model, write_predictions
-    from .models import set_threads
+    from ckptsweep.device import set_threads
+    from ckptsweep.evaluate.run import EvalConfig, EvalSet, evaluate_model, write_predictions
 
     set_threads(args.threads)
     ev = dict(spec["evaluation"])
@@ -228,7 +230,8 @@ def cmd_ablation(args, spec):
     eval sets with every method; one parquet with ``model``, ``step`` and ``variant``."""
     import pandas as pd
 
-    from .evaluate import (
+    from ckptsweep.device import set_threads
+    from ckptsweep.evaluate.run import (
         ABLATION_SCHEMA,
         METHODS,
         EvalConfig,
@@ -236,7 +239,6 @@ def cmd_ablation(args, spec):
         evaluate_model,
         write_predictions,
     )
-    from .models import set_threads
 
     set_threads(args.threads)
     ev = dict(spec["evaluation"])
@@ -273,8 +275,9 @@ def cmd_tables(args, spec):
     import pandas as pd
     import yaml
 
-    from .amurochar import DEFAULT_ANALYSIS
-    from .tables import EXAMPLE_TABLES, write_tables
+    from ckptsweep.analysis.amurochar import DEFAULT_ANALYSIS
+    from ckptsweep.analysis.names import EXAMPLE_TABLES
+    from ckptsweep.analysis.tables import write_tables
 
     # The analysis settings: --analysis FILE, else --spec, else the shipped config for the
     # imported AMURO & CHAR results.
@@ -295,7 +298,7 @@ def cmd_tables(args, spec):
 
 
 def cmd_import_amurochar(args, spec):
-    from .amurochar import write_import
+    from ckptsweep.analysis.amurochar import write_import
 
     try:
         path, scores, notes = write_import(args.perf, args.official, args.out)
@@ -308,8 +311,8 @@ def cmd_import_amurochar(args, spec):
 
 
 def cmd_attribute(args, spec):
-    from .attribution_run import run
-    from .models import set_threads
+    from ckptsweep.attribution.run import run
+    from ckptsweep.device import set_threads
 
     set_threads(args.threads)
     info = run(spec, args.manifest, args.world_info, args.corpus, Path(args.out), log=log)

@@ -1,5 +1,5 @@
 # Aggregation: the tidy scores table, then every table and figure, all computed from it.
-from ckptsweep.study import FIGURE_NAMES, TABLE_NAMES
+from ckptsweep.analysis.names import FIGURE_NAMES, TABLE_NAMES
 
 # Outputs stay static: the ablation's table and figure exist only with its config block.
 TABLES = [*TABLE_NAMES, "gpu_hours", *([] if ABLATION is None else ["ablation"])]

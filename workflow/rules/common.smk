@@ -5,10 +5,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from ckptsweep import study, transfer_config
+from ckptsweep.study import checks
+from ckptsweep.study import grid as study
+from ckptsweep.study import transfer as transfer_config
 
 validate(config, "../schemas/config.schema.yaml")
-study.check(config)
+checks.check(config)
 
 
 wildcard_constraints:

@@ -2,16 +2,7 @@
 # accuracy and confidence rankings survive SFT? Its members' pre- and post-SFT predictions
 # come from the ordinary finetune and evaluate rules; these two light rules read them
 # (input functions in common.smk).
-TRANSFER_FIGURES = ["transfer_heatmap", "transfer_ranks", "transfer_reliability"]
-TRANSFER_TABLES = [
-    "transfer_metrics",
-    "transfer_correlation",
-    "transfer_benchmarks",
-    "transfer_agreement",
-    "transfer_calibration",
-    "transfer_scales",
-    "transfer_reliability",
-]
+from ckptsweep.analysis.names import TRANSFER_FIGURES, TRANSFER_TABLES
 
 
 rule transfer_tables:

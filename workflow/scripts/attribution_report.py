@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from ckptsweep.attribution_report import figure, table, write_table
+from ckptsweep.attribution.report import figure, table, write_table
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's global)
 df = table([Path(d) for d in snakemake.input.runs], seed=snakemake.params.seed,  # noqa: F821

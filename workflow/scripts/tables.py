@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ckptsweep.tables import write_tables
+from ckptsweep.analysis.tables import write_tables
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's global)
 ablation = [pd.read_parquet(p) for p in snakemake.input.ablation]  # noqa: F821

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from ckptsweep.transfer_figures import write_figures
+from ckptsweep.analysis.transfer_figures import write_figures
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's global)
 paths = write_figures(

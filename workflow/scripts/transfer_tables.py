@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from ckptsweep import transfer
+from ckptsweep.analysis import transfer
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's global)
 spec = json.loads(snakemake.params.spec)  # noqa: F821

@@ -84,7 +84,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .scores import SCORES_COLUMNS, assign_role, atomic_write
+from ckptsweep.analysis.scores import SCORES_COLUMNS, assign_role
+from ckptsweep.files import atomic_write
 
 MODEL = "OLMo-1B-hf"
 MAIN_STEP = 738020
@@ -93,7 +94,7 @@ STEP_LABELS = {MAIN_STEP: "main"}
 TOKENS_PER_STEP = 2048 * 2048
 Z95 = 1.959963984540054
 OFFICIAL_SHOTS = 0
-DEFAULT_ANALYSIS = Path(__file__).resolve().parents[2] / "config" / "amurochar_analysis.yaml"
+DEFAULT_ANALYSIS = Path(__file__).resolve().parents[3] / "config" / "amurochar_analysis.yaml"
 """The shipped analysis config for the imported table (pairs, shots, groups)."""
 
 TRAIN_TASKS = {"mnli": ("nli", "classification"), "paws": ("paraphrase", "classification"),

@@ -23,9 +23,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
-from .scores import atomic_write  # noqa: E402
-from .study import FIGURE_NAMES  # noqa: E402
-from .tables import read_tables  # noqa: E402
+from ckptsweep.analysis.names import FIGURE_NAMES  # noqa: E402
+from ckptsweep.analysis.tables import read_tables  # noqa: E402
+from ckptsweep.files import atomic_write  # noqa: E402
 
 MAX_PANELS = 12
 NCOLS = 4

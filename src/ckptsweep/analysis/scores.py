@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .stats import ALPHA, N_BOOT, bootstrap_ci
+from ckptsweep.analysis.stats import ALPHA, N_BOOT, bootstrap_ci
+from ckptsweep.files import atomic_write
 
 PROVENANCE = ["model", "step", "tokens", "variant", "train_task", "train_kind", "lr", "seed"]
 """Columns copied from the manifest onto every row."""
@@ -176,23 +177,6 @@ def build_tables(manifest, eval_sets, seed: int, n_boot: int = N_BOOT, alpha: fl
     paths are read relative to ``root`` (default: the working directory, as in Snakemake)."""
     examples = load_examples(manifest, eval_sets, root)
     return scores_from_examples(examples, seed, n_boot, alpha), examples
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    The rename is atomic on one file system, so a killed job never leaves a file that
-    looks finished. The temporary name keeps the suffix for writers that infer formats."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_outputs(scores: pd.DataFrame, examples: pd.DataFrame,

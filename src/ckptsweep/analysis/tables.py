@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats
-from .scores import atomic_write
-from .study import ABLATION_METHODS, TABLE_NAMES
+from ckptsweep.analysis import stats
+from ckptsweep.analysis.names import ABLATION_METHODS, EXTRA_TABLES, TABLE_NAMES
+from ckptsweep.files import atomic_write
 
 PRIMARY = ("accuracy", "rouge_l")
 CELL = ["model", "step", "eval_set", "format", "shots", "metric"]
@@ -45,11 +45,6 @@ FT_CONFIG = ["model", "train_task", "train_kind", "lr"]
 """A fine-tuning configuration; its seeds are averaged where a table says so."""
 DIRECTIONS = {"classification->generation": ("classification", "generation"),
               "generation->classification": ("generation", "classification")}
-EXAMPLE_TABLES = ("format_perf", "perf_steps", "pt_ft_groups_data", "group_membership",
-                  "base_trend", "ft_vs_base", "forgetting")
-"""Tables that need the per-example table (skipped without it)."""
-EXTRA_TABLES = ("gpu_hours", "ablation")
-"""Written by ``write_tables`` only when given their inputs (benchmarks, ablation)."""
 GPUS_PER_JOB = {"pretrain": 1, "finetune": 1, "evaluate": 1, "ablation": 1}
 """Default GPUs per job of a rule for ``gpu_hours`` (any other rule: 0)."""
 PER_MODEL_RULES = ("pretrain", "checkpoints", "prefetch_model", "finetune", "evaluate",

@@ -35,18 +35,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from .scores import atomic_write
-from .stats import ALPHA, N_BOOT
+from ckptsweep.analysis.names import TRANSFER_TABLES
+from ckptsweep.analysis.stats import ALPHA, N_BOOT
+from ckptsweep.files import atomic_write
 
 METRICS = ("accuracy", "confidence", "gold_prob", "ece", "brier")
 """Per member, benchmark and stage. All but ``ece`` are means of a per-example value."""
 PER_EXAMPLE = ("accuracy", "confidence", "gold_prob", "brier")
 ALL = "all"
 """The scale (or category) label of pooled rows."""
-TABLE_NAMES = ("transfer_metrics", "transfer_correlation", "transfer_benchmarks",
-               "transfer_agreement", "transfer_calibration", "transfer_scales",
-               "transfer_reliability")
-"""Each is written as ``{name}.csv`` + ``{name}.html``, with ``transfer_summary.json``."""
 MAX_CELLS = 4_000_000
 """Resampled values held at once (members x resamples x examples) in the example bootstrap."""
 
@@ -543,7 +540,7 @@ def write_tables(tables: Mapping[str, pd.DataFrame], settings: Mapping, out: str
     """``{name}.csv`` + ``.html`` for every table and ``transfer_summary.json`` in ``out``."""
     out = Path(out)
     paths = []
-    for name in TABLE_NAMES:
+    for name in TRANSFER_TABLES:
         paths += _write_table(out, name, tables[name])
     text = json.dumps(summary(tables, settings), indent=1, sort_keys=False) + "\n"
     paths.append(atomic_write(out / "transfer_summary.json", lambda p: p.write_text(text)))

@@ -21,10 +21,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .figures import _save  # noqa: E402
-from .transfer import ALL  # noqa: E402
+from ckptsweep.analysis.figures import _save  # noqa: E402
+from ckptsweep.analysis.transfer import ALL  # noqa: E402
 
-FIGURE_NAMES = ("transfer_heatmap", "transfer_ranks", "transfer_reliability")
 STAGE_COLORS = {"pre": "#0072B2", "post": "#D55E00"}
 
 

@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .world import ALL_FORMS, ATTRS, FORMS, fact, fact_id
+from ckptsweep.data.world import ALL_FORMS, ATTRS, FORMS, fact, fact_id
 
 QUERY_FORM = 0
 """The surface form of closed-book queries (form 0: "X lives in V.")."""
@@ -140,16 +140,3 @@ def corpus_set(corpus_path: Path, world: dict) -> tuple[list[dict], dict]:
             records.append({"id": doc["id"], "text": doc["text"], "facts": doc["facts"],
                             "answers": [split_fact(f)[2] for f in doc["facts"]]})
     return records, dict(world["persistent_facts"])
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]

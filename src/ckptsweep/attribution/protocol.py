@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .stats import bootstrap_ci
+from ckptsweep.analysis.stats import bootstrap_ci
 
 KS = (1, 3, 5, 10, 25)
 METHODS = ("bm25", "tracin", "tracin_cos", "embed_dot", "embed_cos", "random")

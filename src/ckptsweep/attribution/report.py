@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .attribution import KS, METHODS, summarize
-from .scores import atomic_write
+from ckptsweep.attribution.protocol import KS, METHODS, summarize
+from ckptsweep.files import atomic_write
 
 METRICS = ["mrr"] + [f"p@{k}" for k in KS] + [f"r@{k}" for k in KS]
 

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import attribution as proto
-from .attribution_data import (
+from ckptsweep.attribution import protocol as proto
+from ckptsweep.attribution.bm25 import BM25Plus
+from ckptsweep.attribution.data import (
     FactFinetuneConfig,
     corpus_set,
     make_finetune_set,
     query_for,
 )
-from .bm25 import BM25Plus
+from ckptsweep.device import resolve_device
 
 
 def load_eager(path: str, device: str = "cpu"):
@@ -43,19 +44,11 @@ def load_eager(path: str, device: str = "cpu"):
     return model.to(device).eval(), tok
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def fact_finetune(model, tok, records: list[dict], cfg: FactFinetuneConfig, log=print):
     """Train on the abstracts (loss on every token); return ([state dicts], [weights])."""
     import torch
 
-    from .tracin import doc_example, pad
+    from ckptsweep.attribution.tracin import doc_example, pad
 
     torch.manual_seed(cfg.seed)
     examples = [doc_example(tok, r["text"]) for r in records]
@@ -89,7 +82,7 @@ def fact_finetune(model, tok, records: list[dict], cfg: FactFinetuneConfig, log=
 
 
 def pretrain_weights(steps: list[int], pretrain_cfg: dict) -> list[float]:
-    from .pretrain import PretrainConfig, lr_at
+    from ckptsweep.train.pretrain import PretrainConfig, lr_at
 
     cfg = PretrainConfig(**pretrain_cfg)
     out, prev = [], 0
@@ -122,7 +115,7 @@ class States:
 
 def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir: Path,
         log=print) -> dict:
-    from .models import read_manifest
+    from ckptsweep.checkpoints.models import read_manifest
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -170,7 +163,7 @@ def trace(train: list[dict], proponents: dict[str, list[str]], queries: list[dic
     """The protocol on any training set (``attribution_data`` records) and queries: pick
     the learned ones, build candidate sets, score every method, return (per-query metric
     rows, info)."""
-    from . import tracin
+    from ckptsweep.attribution import tracin
 
     timings = {} if timings is None else timings
     seed = int(spec.get("seed", 0))

@@ -78,7 +78,7 @@ def load(source: str | Path, revision: str | None = None, dtype: str = "float32"
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .snapshots import require_cached_model
+    from ckptsweep.data.snapshots import require_cached_model
 
     rev = None if revision in (None, "", "local") else revision
     require_cached_model(str(source), rev)
@@ -110,7 +110,7 @@ def resolve_hub(spec: dict, list_refs=None, log=print) -> list[Checkpoint]:
     ``list_refs(repo)`` returns the repo's branches (default:
     ``huggingface_hub.list_repo_refs(repo).branches``); tests pass a function. Tokens come
     from the branch name, else ``tokens_per_step`` x step, else 0 (logged)."""
-    from .revisions import DEFAULT_PATTERN, resolve
+    from ckptsweep.checkpoints.revisions import DEFAULT_PATTERN, resolve
 
     if list_refs is None:
         from huggingface_hub import list_repo_refs
@@ -153,11 +153,3 @@ def save(model, tokenizer, path: Path, files: dict[str, dict]) -> None:
         (tmp / name).write_text(json.dumps(content, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-
-
-def set_threads(threads: int) -> None:
-    """Pin torch's intra-op threads to what the scheduler granted: same numbers on re-run,
-    and no oversubscription when several jobs share a machine."""
-    import torch
-
-    torch.set_num_threads(max(1, threads))

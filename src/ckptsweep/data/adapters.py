@@ -48,7 +48,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ckptsweep.tasks import check_record, task_type
+from ckptsweep.data.tasks import check_record, task_type
+from ckptsweep.files import iter_jsonl, write_jsonl
 
 Adapter = Callable[[dict, int], dict]
 
@@ -388,30 +389,12 @@ def subsample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
     return [records[i] for i in keep]
 
 
-def write_records(records: list[dict], out_path: str | Path) -> int:
-    """Canonical records as jsonl, written to a temporary sibling and renamed."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(out_path)
-    return len(records)
-
-
-def _jsonl_rows(path: Path):
-    with path.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh):
-            if text.strip():
-                yield line, json.loads(text)
-
-
 def prepare_split(schema: str, task: str, raw_path: Path, out_path: Path, dataset: str,
                   limit: int | None = None, seed: int = 0, options: dict | None = None) -> int:
     """Convert a raw jsonl split to canonical jsonl; return the number of records written.
     (The workflow reads snapshots instead: `prepare_rows` on their rows.)"""
     raw_path = Path(raw_path)
-    records = prepare_rows(schema, task, _jsonl_rows(raw_path), dataset, raw_path.stem,
+    rows = ((n - 1, row) for n, row in iter_jsonl(raw_path))  # 0-based, as snapshots
+    records = prepare_rows(schema, task, rows, dataset, raw_path.stem,
                            str(raw_path), limit, seed, options)
-    return write_records(records, out_path)
+    return write_jsonl(out_path, records)

@@ -10,7 +10,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from .tasks import TaskType, gold_text
+from ckptsweep.data.tasks import TaskType, gold_text
 
 
 def render(task: TaskType, record: dict, fmt: str) -> str:

@@ -25,6 +25,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ckptsweep.files import read_jsonl
+
 SNAPSHOT_INFO = "snapshot.json"
 ROLES = ("train", "test")
 
@@ -48,11 +50,6 @@ def save_split(rows, path: str | Path) -> int:
     ds = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(list(rows))
     ds.save_to_disk(str(path))
     return len(ds)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _load_hub_split(hub: dict, split: str):
@@ -100,7 +97,7 @@ def prefetch_dataset(spec: dict, out: str | Path, raw: str | Path | None = None)
         for role in ROLES:
             path = folder / f"{role}.jsonl"
             if path.exists():
-                info["rows"][role] = save_split(_read_jsonl(path), tmp / role)
+                info["rows"][role] = save_split(read_jsonl(path), tmp / role)
                 info["splits"][role] = role
         if "train" not in info["splits"] and "test" not in info["splits"]:
             raise MissingSnapshot(f"dataset {spec['dataset']!r}: no raw split in {folder}")
@@ -206,7 +203,8 @@ def prepare_snapshot(spec: dict, folder: str | Path, out: str | Path) -> dict[st
     ``spec``: {dataset, schema, task, n_train, n_test, train_fraction, evaluated, seed,
     options}. When ``train`` and ``test`` name the same hub split (GPT3NLI has only
     ``train``), the scored examples are drawn first and the training pool from the rest."""
-    from .adapters import prepare_rows, subsample, write_records
+    from ckptsweep.data.adapters import prepare_rows, subsample
+    from ckptsweep.files import write_jsonl
 
     folder, out = Path(folder), Path(out)
     name, seed, options = spec["dataset"], spec.get("seed", 42), spec.get("options")
@@ -237,7 +235,7 @@ def prepare_snapshot(spec: dict, folder: str | Path, out: str | Path) -> dict[st
         train = subsample(train, max(1, round(spec["train_fraction"] * len(train))), seed)
     else:
         train = convert("train", spec.get("n_train"), exclude)
-    counts["train"] = write_records(train, out / "train.jsonl")
+    counts["train"] = write_jsonl(out / "train.jsonl", train)
     if test is not None:
-        counts["test"] = write_records(test, out / "test.jsonl")
+        counts["test"] = write_jsonl(out / "test.jsonl", test)
     return counts

@@ -18,9 +18,7 @@ Canonical records (one JSON object per line in ``resources/data/{dataset}/{split
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 FORMATS = ("default", "io", "instruct")
 """The paper's three prompt formats (Table 4): the training format, bare input-output, and a
@@ -148,21 +146,3 @@ def check_record(task: TaskType, record: dict, where: str) -> None:
         if not isinstance(label, int) or not 0 <= label < n:
             raise ValueError(f"{where}: gold label {label!r} is not one of 0..{n - 1} "
                              "(unlabelled split? name a labelled split in the config)")
-
-
-def load_records(path: str | Path) -> list[dict]:
-    """Read a jsonl file of records (blank lines skipped); bad JSON names file and line."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, "
-                                 f"got {type(record).__name__}")
-            records.append(record)
-    return records

@@ -36,9 +36,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ckptsweep.adapters import QUESTION_SEP, SCHEMA_TASK, convert, input_text
-from ckptsweep.tasks import TASK_TYPES
-from ckptsweep.tokenizer import CHAT_MARKERS
+from ckptsweep.data.adapters import QUESTION_SEP, SCHEMA_TASK, convert, input_text
+from ckptsweep.data.tasks import TASK_TYPES
+from ckptsweep.data.tokenizer import CHAT_MARKERS
+from ckptsweep.files import write_jsonl
 
 ATTRS = ("city", "job", "pet", "hobby", "food")
 
@@ -688,20 +689,13 @@ def single_token_words(pools: Pools) -> list[str]:
                                *CHAT_MARKERS]))
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
 def build_world(cfg: WorldConfig, out_dir: Path) -> dict:
     """Generate the whole world into ``out_dir``; return the summary also written to
     ``world.json``. Same config -> byte-identical files."""
     out_dir = Path(out_dir)
     pools = make_pools(cfg)
     docs, proponents = make_corpus(cfg, pools)
-    _write_jsonl(out_dir / "corpus.jsonl", docs)
+    write_jsonl(out_dir / "corpus.jsonl", docs)
     (out_dir / "tokenizer_lines.txt").write_text("\n".join(tokenizer_lines(pools)) + "\n",
                                                  encoding="utf-8")
 
@@ -714,7 +708,7 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> dict:
     sizes: dict[str, dict[str, int]] = {}
     for spec in specs:
         records, _ = _split_records(cfg, pools, spec, "train", None, None)
-        _write_jsonl(out_dir / "raw" / spec.name / "train.jsonl", records)
+        write_jsonl(out_dir / "raw" / spec.name / "train.jsonl", records)
         for i, rec in enumerate(records):
             key = input_text(spec.task, convert(spec.schema, rec, i, spec.name))
             train_keys.add(key)
@@ -726,7 +720,7 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> dict:
             continue
         seen = set(train_keys)  # also keeps the test split free of duplicates
         records, rejected[spec.name] = _split_records(cfg, pools, spec, "test", seen, index)
-        _write_jsonl(out_dir / "raw" / spec.name / "test.jsonl", records)
+        write_jsonl(out_dir / "raw" / spec.name / "test.jsonl", records)
         sizes[spec.name]["test"] = len(records)
 
     summary = {

@@ -75,8 +75,10 @@ import pyarrow.parquet as pq
 import torch
 from transformers import GenerationConfig
 
-from .prompts import Prompt, build_prompt, prompt_hash, sample_demos, target
-from .tasks import TaskType, check_record, gold_text, load_records, task_type
+from ckptsweep.data.prompts import Prompt, build_prompt, prompt_hash, sample_demos, target
+from ckptsweep.data.tasks import TaskType, check_record, gold_text, task_type
+from ckptsweep.device import resolve_device
+from ckptsweep.files import read_jsonl
 
 SCORING_VERSION = "3"
 """Part of every prediction-cache key: bump it with any change of this module that can
@@ -222,13 +224,6 @@ def _rouge_scorer():
     from rouge_score import rouge_scorer
 
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is ``cuda`` where a GPU is visible, else ``cpu``; other names as torch's."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def logsumexp(values: Sequence[float]) -> float:
@@ -954,7 +949,7 @@ def _load_set(es: EvalSet, task: TaskType, need_pool: bool) -> tuple[list[dict],
     the scored ``limit``), so a demonstration is never a scored example and the prompts do
     not depend on ``limit``.
     """
-    test = load_records(es.test_path)
+    test = read_jsonl(es.test_path)
     for n, record in enumerate(test, 1):
         check_record(task, record, f"{es.name}: {es.test_path}, record {n}")
     scored = test if es.limit is None else test[:es.limit]
@@ -964,7 +959,7 @@ def _load_set(es: EvalSet, task: TaskType, need_pool: bool) -> tuple[list[dict],
         raise ValueError(f"eval set {es.name!r}: few-shot prompts need a pool_path")
     test_ids = {str(r["id"]) for r in test}
     pool = []
-    for n, record in enumerate(load_records(es.pool_path), 1):
+    for n, record in enumerate(read_jsonl(es.pool_path), 1):
         check_record(task, record, f"{es.name}: {es.pool_path}, record {n}")
         if str(record["id"]) not in test_ids:
             pool.append(record)
@@ -1024,7 +1019,8 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
     cache = PredictionCache(cfg.cache_dir) if cfg.cache_dir else None
     if cache is not None and model_key is None:
         model_key = weights_fingerprint(model, tokenizer)
-    model = model.to(device=resolve_device(cfg.device), dtype=DTYPES[cfg.dtype]).eval()
+    model = model.to(device=torch.device(resolve_device(cfg.device)),
+                     dtype=DTYPES[cfg.dtype]).eval()
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = _eos_ids(model, tokenizer)[0]

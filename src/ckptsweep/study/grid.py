@@ -7,7 +7,8 @@ adds the cross-references a schema cannot express, naming the offending key.
 
 from __future__ import annotations
 
-from .tasks import TASK_TYPES, task_type
+from ckptsweep.analysis.names import ABLATION_METHODS
+from ckptsweep.data.tasks import task_type
 
 
 def fmt_lr(lr: float) -> str:
@@ -138,20 +139,6 @@ def final_step(config: dict, model: str) -> str:
     return str(max(config["models"][model]["steps"]))
 
 
-# The AMURO & CHAR outputs, named here (not in tables/figures, which import pandas and
-# matplotlib) because the workflow reads them at parse time, once per Slurm job.
-TABLE_NAMES = ("mrc_cross_task", "mrc_ood", "mrc_format", "format_perf", "perf_steps",
-               "pt_ft_groups", "pt_ft_groups_data", "group_membership", "base_trend",
-               "ft_vs_base", "forgetting")
-"""Each is written as ``{name}.csv`` and ``{name}.html``; ``summary.json`` comes with them."""
-FIGURE_NAMES = ("base_steps", "perf_steps_id", "perf_steps_ood", "perf_steps_benchmark",
-                "perf_steps_cross_task", "group_gain", "formats", "mrc_ood", "mrc_cross_task")
-"""First file of each figure; extra panels spill into ``{name}-2`` etc."""
-
-ABLATION_METHODS = ("free", "constrained", "tokenprob", "loglik")
-"""Default methods of the prediction-method ablation (``evaluate.METHODS``, paper order)."""
-
-
 def ablation(config: dict, model: str | None = None) -> dict | None:
     """The prediction-method ablation (the paper's Table 2), or None without an
     ``analysis.ablation`` block: {methods, eval_sets, variants} (the variants of
@@ -175,94 +162,3 @@ def ablation(config: dict, model: str | None = None) -> dict | None:
             variants.append({"name": f["name"], "sets": own})
     return {"methods": list(block.get("methods") or ABLATION_METHODS), "eval_sets": names,
             "variants": variants}
-
-
-def check(config: dict) -> None:
-    """Cross-references between config blocks; raise ValueError naming the key."""
-    datasets = config["datasets"]
-    for name, d in datasets.items():
-        if (d.get("source", "world") == "hub") != ("hub" in d):
-            raise ValueError(f"datasets.{name}.hub: required exactly when source is hub")
-        if "train_fraction" in d and "n_train" in d:
-            raise ValueError(f"datasets.{name}: n_train and train_fraction exclude each other")
-        if d["task"] not in TASK_TYPES:
-            raise ValueError(f"datasets.{name}.task: unknown task type {d['task']!r}; "
-                             f"known: {sorted(TASK_TYPES)}")
-        ev = d.get("eval")
-        if ev and ev.get("of") is not None and ev["of"] not in datasets:
-            raise ValueError(f"datasets.{name}.eval.of: {ev['of']!r} is not a dataset")
-        for trained, words in ((ev or {}).get("answer_words") or {}).items():
-            labels = task_type(d["task"]).labels
-            if sorted(words) != sorted(labels):
-                raise ValueError(f"datasets.{name}.eval.answer_words.{trained}: needs exactly "
-                                 f"the set's labels {list(labels)}, got {sorted(words)}")
-        if ev:
-            have = task_type(d["task"]).formats
-            for fmt in ev.get("formats", ["default"]):
-                if fmt not in have:
-                    raise ValueError(f"datasets.{name}.eval.formats: task type {d['task']!r} "
-                                     f"has no format {fmt!r}; it has {list(have)}")
-    for dataset in (config.get("finetune", {}).get("tasks") or {}):
-        if dataset not in datasets:
-            raise ValueError(f"finetune.tasks.{dataset}: not a dataset (datasets has "
-                             f"{sorted(datasets)})")
-        if task_type(datasets[dataset]["task"]).kind == "multiple_choice":
-            raise ValueError(f"finetune.tasks.{dataset}: multiple-choice benchmarks are "
-                             "evaluated only")
-    tasks = config.get("finetune", {}).get("tasks") or {}
-    for model, m in config["models"].items():
-        for dataset in m.get("finetune") or []:
-            if dataset not in tasks:
-                raise ValueError(f"models.{model}.finetune: {dataset!r} is not in "
-                                 f"finetune.tasks ({sorted(tasks)})")
-        if m["source"] == "hub":
-            steps_without = [s for s in m["steps"]
-                             if not m.get("repo") and s not in (m.get("repos") or {})]
-            if steps_without:
-                raise ValueError(f"models.{model}: a hub model needs `repo` (or `repos` for "
-                                 f"steps {steps_without})")
-            extra = [k for k in ("refs", "repos") for s in (m.get(k) or {})
-                     if int(s) not in m["steps"]]
-            if extra:
-                raise ValueError(f"models.{model}.{extra[0]}: names a step that is not in "
-                                 f"models.{model}.steps {m['steps']}")
-        if m["source"] == "pretrain":
-            if "pretrain" not in m:
-                raise ValueError(f"models.{model}.pretrain: required for source pretrain")
-            kept = set(m["pretrain"].get("checkpoints", m["steps"]))
-            missing = [s for s in m["steps"] if s not in kept]
-            if missing:
-                raise ValueError(f"models.{model}.steps: {missing} are not saved by "
-                                 f"models.{model}.pretrain.checkpoints")
-    for model, m in config["models"].items():
-        for name in m.get("eval_sets") or []:
-            if name not in eval_sets(config):
-                raise ValueError(f"models.{model}.eval_sets: {name!r} is not an eval set "
-                                 f"(datasets with an eval block: {sorted(eval_sets(config))})")
-    for model in config.get("analysis", {}).get("models") or []:
-        if model not in config["models"]:
-            raise ValueError(f"analysis.models: {model!r} is not a model "
-                             f"(models has {sorted(config['models'])})")
-    from .transfer_config import check as check_transfer  # it imports this module
-
-    check_transfer(config)
-    block = config.get("analysis", {}).get("ablation")
-    if block is not None:
-        sets = eval_sets(config)
-        for name in block.get("eval_sets") or []:
-            if name not in sets or sets[name]["kind"] != "classification":
-                raise ValueError(f"analysis.ablation.eval_sets: {name!r} is not a "
-                                 "classification eval set; those are " + str(sorted(
-                                     n for n, s in sets.items()
-                                     if s["kind"] == "classification")))
-        if not ablation(config)["eval_sets"]:
-            raise ValueError("analysis.ablation.eval_sets: no classification in-domain "
-                             "eval set to default to; name the sets")
-    groups = config.get("analysis", {}).get("groups", {})
-    for group, pairs in groups.items():
-        for i, pair in enumerate(pairs):
-            for key in ("eval", "train"):
-                if pair[key] not in datasets and not (key == "train" and pair[key] == "*"):
-                    raise ValueError(f"analysis.groups.{group}[{i}].{key}: {pair[key]!r} is "
-                                     "not a dataset" + (" (or '*': every fine-tune)"
-                                                        if key == "train" else ""))

@@ -15,7 +15,7 @@ ordinary finetune and evaluate rules, so every member is treated exactly alike.
 
 from __future__ import annotations
 
-from . import study
+from ckptsweep.study import grid as study
 
 DEFAULTS = {"format": "default", "ece_bins": 10, "n_boot": 1000, "seed": 0, "alpha": 0.05,
             "min_members": 3}
@@ -79,67 +79,3 @@ def runs(config: dict) -> list[dict]:
             out.append({**m, "stage": stage, "variant": variant,
                         "path": f"results/predictions/{m['model']}/{m['step']}/{variant}.parquet"})
     return out
-
-
-def check(config: dict) -> None:
-    """Cross-references of the ``transfer`` block; raise ValueError naming the key."""
-    t = block(config)
-    if t is None:
-        return
-    models = config["models"]
-    sets = study.eval_sets(config)
-    tasks = (config.get("finetune") or {}).get("tasks") or {}
-    if t["sft"] not in tasks:
-        raise ValueError(f"transfer.sft: {t['sft']!r} is not in finetune.tasks "
-                         f"({sorted(tasks)})")
-    cats = categories(config)
-    seen: dict[str, str] = {}
-    for cat, names in t["categories"].items():
-        for name in names:
-            if name in seen:
-                raise ValueError(f"transfer.categories.{cat}: {name!r} is already in category "
-                                 f"{seen[name]!r}; a benchmark belongs to one category")
-            seen[name] = cat
-            if name not in sets:
-                raise ValueError(f"transfer.categories.{cat}: {name!r} is not an eval set "
-                                 f"(datasets with an eval block: {sorted(sets)})")
-            if sets[name]["kind"] not in ("multiple_choice", "classification"):
-                raise ValueError(f"transfer.categories.{cat}: {name!r} is a "
-                                 f"{sets[name]['kind']} set; confidence needs per-label "
-                                 "probabilities (multiple choice or classification)")
-    shots = settings(config)["shots"]
-    if shots not in config["evaluation"]["shots"]:
-        raise ValueError(f"transfer.shots: {shots} is not in evaluation.shots "
-                         f"{config['evaluation']['shots']}")
-    for model, m in t["models"].items():
-        where = f"transfer.models.{model}"
-        if model not in models:
-            raise ValueError(f"{where}: not a model (models has {sorted(models)})")
-        bad = [s for s in m.get("steps") or [] if s not in models[model]["steps"]]
-        if bad:
-            raise ValueError(f"{where}.steps: {bad} are not in models.{model}.steps "
-                             f"{models[model]['steps']}")
-        if not sft_variants(config, model):
-            raise ValueError(f"{where}: models.{model} has no fine-tune of transfer.sft "
-                             f"({t['sft']!r}); check models.{model}.finetune")
-        for variant in ["base", *sft_variants(config, model)]:
-            plan = study.eval_plan(config, variant, model)
-            missing = [n for n in cats if n not in plan]
-            if missing:
-                raise ValueError(f"{where}: variant {variant!r} is not evaluated on {missing} "
-                                 f"(see models.{model}.eval_sets and the datasets' eval roles)")
-            fmt = settings(config)["format"]
-            nofmt = [n for n in cats if fmt not in plan[n]]
-            if nofmt:
-                raise ValueError(f"transfer.format: {fmt!r} is not evaluated on {nofmt}")
-    order = scales(config)
-    used = {str(m["scale"]) for m in t["models"].values()}
-    if set(order) != used:
-        raise ValueError(f"transfer.scales: {order} must list exactly the scales of "
-                         f"transfer.models ({sorted(used)})")
-    need = settings(config)["min_members"]
-    for scale in order:
-        n = sum(1 for m in members(config) if m["scale"] == scale)
-        if n < need:
-            raise ValueError(f"transfer.models: scale {scale!r} has {n} members (checkpoints); "
-                             f"rank correlations need at least {need} (transfer.min_members)")

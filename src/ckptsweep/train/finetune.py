@@ -43,12 +43,13 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import distributed
-from .distributed import Labels, shares
-from .models import save
-from .progress import Progress
-from .prompts import chat_segments, render, target
-from .tasks import TaskType
+from ckptsweep.checkpoints.models import save
+from ckptsweep.data.prompts import chat_segments, render, target
+from ckptsweep.data.tasks import TaskType
+from ckptsweep.device import resolve_device
+from ckptsweep.progress import Progress
+from ckptsweep.train import distributed
+from ckptsweep.train.distributed import Labels, shares
 
 IGNORE = -100
 STATE_FILE = "state.pt"
@@ -278,14 +279,6 @@ class TrainState:
     losses: list[float] = field(default_factory=list)
     tokens: int = 0
     """Non-pad tokens trained on so far."""
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def fingerprint(cfg: FinetuneConfig, examples, model) -> str:

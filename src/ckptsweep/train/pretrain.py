@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .models import save
-from .progress import Progress
+from ckptsweep.checkpoints.models import save
+from ckptsweep.progress import Progress
 
 
 @dataclass
