@@ -2,17 +2,17 @@
 
 On a randomly initialised OLMo (no download), with the functions the workflow runs:
 
-- classification: `ckptsweep.evaluate.continuation_logprobs` on ``--cls-len``-token
+- classification: `ckptsweep.evaluate.logprobs.continuation_logprobs` on ``--cls-len``-token
   prompts with 3 single-token labels each (the shared-prefix fast path: one forward per
   example); examples/s and MFU = 2 × parameters × prompt tokens / time / peak FLOP/s.
-- multiple choice: `ckptsweep.evaluate.continuation_logprobs` on ``--mc-len``-token
+- multiple choice: `ckptsweep.evaluate.logprobs.continuation_logprobs` on ``--mc-len``-token
   prompts with ``--mc-choices`` answers of 1 to ``--mc-choice-len`` tokens each, once per
-  prefix-sharing mode (``--mc-sharing``; `ckptsweep.evaluate.SHARING`): ``sequence``
+  prefix-sharing mode (``--mc-sharing``; `ckptsweep.evaluate.config.SHARING`): ``sequence``
   re-runs the prompt for every multi-token answer, ``cache`` runs it once and the answers
   on top of its KV cache. Examples/s and MFU (of the tokens the scores need) per mode, the
   speed-up over the first mode and the largest difference between the modes'
   log-likelihoods (float rounding only).
-- generation: `ckptsweep.evaluate.generate_texts` (greedy, KV cache, stop strings) on
+- generation: `ckptsweep.evaluate.logprobs.generate_texts` (greedy, KV cache, stop strings) on
   ``--gen-len``-token prompts with ``--new-tokens`` new tokens; examples/s, new tokens/s
   and memory-bandwidth utilisation = (weight bytes + KV-cache bytes read) per decoding
   step / step time / HBM bandwidth, where the step time excludes a separately timed
@@ -41,7 +41,7 @@ import torch
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from ckptsweep.device import resolve_device
-from ckptsweep.evaluate.run import continuation_logprobs, generate_texts
+from ckptsweep.evaluate.logprobs import continuation_logprobs, generate_texts
 
 PRESETS = {
     "tiny": {"arch": {"vocab_size": 2048, "hidden_size": 128, "intermediate_size": 512,

@@ -1,8 +1,8 @@
 """Smoke run of sharded (multi-GPU) fine-tuning: the fine-tuning loop under torchrun with
-the model sharded by FSDP2 (ZeRO-3-like, `ckptsweep.distributed`), against the plain
+the model sharded by FSDP2 (ZeRO-3-like, `ckptsweep.train.distributed`), against the plain
 one-process loop, on a randomly initialised model (no download).
 
-Four runs of `ckptsweep.finetune.train` from the same saved starting weights and the same
+Four runs of `ckptsweep.train.loop.train` from the same saved starting weights and the same
 synthetic examples (128-256 tokens, the last 3 the completion):
 
 1. ``single``: one process, one device (the loop every one-GPU job runs);
@@ -101,8 +101,10 @@ def worker(args) -> None:
     """One run of the loop (a torchrun worker, or the single process)."""
     import torch
 
-    from ckptsweep.checkpoints.models import load
-    from ckptsweep.train.finetune import FinetuneConfig, Interrupted, train
+    from ckptsweep.checkpoints.load import load
+    from ckptsweep.train.config import FinetuneConfig
+    from ckptsweep.train.loop import train
+    from ckptsweep.train.stopping import Interrupted
 
     torch.set_num_threads(max(1, args.threads))
     # As `ckptsweep finetune` does: ranks but the first build the model on the meta device

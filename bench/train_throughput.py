@@ -2,7 +2,7 @@
 
 Two modes, on a randomly initialised OLMo (no download):
 
-- ``steps``: times optimizer steps of `ckptsweep.finetune.train_step` (the loop's own
+- ``steps``: times optimizer steps of `ckptsweep.train.loop.train_step` (the loop's own
   step: forward, backward, clip, fused AdamW) on one batch shape, warm-up excluded: the
   mean over a block of steps run back to back, as the loop runs them (no per-step
   read-back); prints step time, tokens/s, MFU, peak memory and the per-step floor:
@@ -11,7 +11,7 @@ Two modes, on a randomly initialised OLMo (no download):
   ``--profile`` prints the busiest operators and the fraction of time the GPU computes.
 - ``e2e``: an MNLI-size fine-tune end to end (6,000 synthetic examples of 128-256 tokens
   whose last 3 tokens are the completion, 3 epochs, batch 8): load from disk + train +
-  save, timed, through `ckptsweep.finetune.train` or (``--engine trainer``) the same
+  save, timed, through `ckptsweep.train.loop.train` or (``--engine trainer``) the same
   fine-tune through transformers' Trainer, the yardstick for our loop.
 
     PYTHONPATH=src python3 bench/train_throughput.py --preset tiny            # CPU
@@ -40,15 +40,11 @@ import torch
 from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from ckptsweep.device import resolve_device
-from ckptsweep.train.finetune import (
-    IGNORE,
-    FinetuneConfig,
-    flop_params,
-    make_optimizer,
-    peak_flops,
-    train,
-    train_step,
-)
+from ckptsweep.train.config import FinetuneConfig
+from ckptsweep.train.examples import IGNORE
+from ckptsweep.train.loop import make_optimizer, train, train_step
+from ckptsweep.train.strategy import Local
+from ckptsweep.train.throughput import flop_params, peak_flops
 
 PRESETS = {
     "tiny": {"arch": {"vocab_size": 2048, "hidden_size": 128, "intermediate_size": 512,
@@ -114,6 +110,7 @@ def bench_steps(args, preset, device):
         model.set_attn_implementation(args.attn)
     opt = make_optimizer(model, cfg, device)
     body = torch.compile(model.base_model) if args.compile else model.base_model
+    micro_loss = Local(device).prepare(model, cfg)  # the one-process loop's loss
     cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     lo = args.min_len or args.seq
@@ -126,7 +123,7 @@ def bench_steps(args, preset, device):
         """One optimizer step as the loop takes it: no read-back (the loop reads the losses
         only for a progress line), so the host may run ahead of the GPU."""
         group = list(range(i * args.batch, (i + 1) * args.batch))
-        _, n = train_step(model, body, examples, group, cfg, 0, device, autocast)
+        _, n = train_step(micro_loss, body, examples, group, cfg, 0, device, autocast)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -241,7 +238,9 @@ def trainer_finetune(model, examples, cfg, out: Path, device: str) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from ckptsweep.train.distributed import Labels
-    from ckptsweep.train.finetune import collate, completion_loss, throughput
+    from ckptsweep.train.examples import collate
+    from ckptsweep.train.loss import completion_loss
+    from ckptsweep.train.throughput import throughput
 
     class CompletionTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

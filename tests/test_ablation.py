@@ -13,13 +13,15 @@ import pytest
 import torch
 import yaml
 
+from ckptsweep.analysis import ablation as AB
 from ckptsweep.analysis import names as NAMES
-from ckptsweep.analysis import tables as T
-from ckptsweep.checkpoints.models import Checkpoint, write_manifest
+from ckptsweep.analysis.cost import GPUS_PER_JOB
+from ckptsweep.checkpoints.manifest import Checkpoint, write_manifest
 from ckptsweep.cli import main
-from ckptsweep.evaluate.run import ABLATION_SCHEMA
+from ckptsweep.evaluate.schema import ABLATION_SCHEMA
 from ckptsweep.study import checks
 from ckptsweep.study import grid as study
+from ckptsweep.study.config import Study
 
 from .test_finetune import records
 
@@ -36,7 +38,8 @@ def load(path: Path) -> dict:
 # ------------------------------------------------------------------ the grid
 
 def test_ablation_grid_of_the_demo():
-    cfg = load(DEMO)
+    raw = load(DEMO)
+    cfg = Study.from_config(raw)
     plan = study.ablation(cfg)
     assert plan["methods"] == ["free", "constrained", "tokenprob", "loglik"]
     assert plan["eval_sets"] == ["nli", "para"]  # the in-domain classification sets
@@ -46,17 +49,18 @@ def test_ablation_grid_of_the_demo():
         {"name": "para-lr2e-3-s0", "sets": ["para"]},
         {"name": "para-lr2e-3-s1", "sets": ["para"]}]
     assert study.final_step(cfg, "tiny") == "1000"
-    del cfg["analysis"]["ablation"]
-    assert study.ablation(cfg) is None
+    del raw["analysis"]["ablation"]
+    assert study.ablation(Study.from_config(raw)) is None
 
 
 def test_ablation_defaults_and_explicit_sets():
-    cfg = load(TINY)
-    assert cfg["analysis"]["ablation"] == {}
-    plan = study.ablation(cfg)
+    raw = load(TINY)
+    assert raw["analysis"]["ablation"] == {}
+    plan = study.ablation(Study.from_config(raw))
     assert plan["methods"] == list(NAMES.ABLATION_METHODS)
     assert plan["eval_sets"] == ["nli"]
-    cfg["analysis"]["ablation"] = {"eval_sets": ["nli_ood"], "methods": ["free"]}
+    raw["analysis"]["ablation"] = {"eval_sets": ["nli_ood"], "methods": ["free"]}
+    cfg = Study.from_config(raw)
     checks.check(cfg)
     plan = study.ablation(cfg)
     assert plan["methods"] == ["free"]
@@ -69,7 +73,7 @@ def test_ablation_sets_must_be_classification_eval_sets(name):
     cfg = load(TINY)
     cfg["analysis"]["ablation"] = {"eval_sets": [name]}
     with pytest.raises(ValueError, match=r"analysis\.ablation\.eval_sets: .*" + name):
-        checks.check(cfg)
+        checks.check(Study.from_config(cfg))
 
 
 def test_ablation_without_a_classification_set_is_named():
@@ -78,7 +82,7 @@ def test_ablation_without_a_classification_set_is_named():
         del cfg["datasets"][name]
     del cfg["finetune"]["tasks"]["nli"]
     with pytest.raises(ValueError, match=r"analysis\.ablation\.eval_sets"):
-        checks.check(cfg)
+        checks.check(Study.from_config(cfg))
 
 
 # ------------------------------------------------------------------ the CLI verb
@@ -126,7 +130,7 @@ def test_ablation_verb_loads_each_variant_once_and_scores_every_method(ablation_
     a = df[df["variant"] == "base"].reset_index(drop=True)
     b = df[df["variant"] != "base"].reset_index(drop=True)
     pd.testing.assert_series_equal(a["prediction"], b["prediction"])
-    table = T.ablation_table(df, seed=0, n_boot=100)
+    table = AB.ablation_table(df, seed=0, n_boot=100)
     assert table["variant"].tolist()[:3] == ["base"] * 3
     assert table["method"].tolist()[:3] == ["free", "tokenprob", "loglik"]
     assert (table["n"] == 10).all()
@@ -158,8 +162,8 @@ def hand_made() -> pd.DataFrame:
 
 
 def test_ablation_table_on_a_hand_made_frame():
-    table = T.ablation_table(hand_made(), seed=0, n_boot=200)
-    assert list(table.columns) == T.ABLATION_COLUMNS
+    table = AB.ablation_table(hand_made(), seed=0, n_boot=200)
+    assert list(table.columns) == AB.ABLATION_COLUMNS
     assert list(table.columns) == ["model", "step", "variant", "eval_set", "shots", "method",
                                    "accuracy", "ci_low", "ci_high", "n"]
     assert table[["variant", "method"]].values.tolist() == [
@@ -169,7 +173,7 @@ def test_ablation_table_on_a_hand_made_frame():
     assert (table["n"] == 10).all()
     assert ((table["ci_low"] <= table["accuracy"]) & (table["accuracy"] <= table["ci_high"])).all()
     assert (table["ci_high"] - table["ci_low"] > 0).all()
-    again = T.ablation_table(hand_made().sample(frac=1, random_state=1), seed=0, n_boot=200)
+    again = AB.ablation_table(hand_made().sample(frac=1, random_state=1), seed=0, n_boot=200)
     pd.testing.assert_frame_equal(table, again)  # seeded, and independent of row order
 
 
@@ -178,7 +182,7 @@ def test_ablation_table_on_a_hand_made_frame():
 def test_gpu_defaults_match_the_schema():
     schema = load(ROOT / "workflow/schemas/config.schema.yaml")
     analysis = schema["properties"]["analysis"]["properties"]
-    assert analysis["gpus_per_job"]["default"] == T.GPUS_PER_JOB
+    assert analysis["gpus_per_job"]["default"] == GPUS_PER_JOB
     assert analysis["ablation"]["properties"]["methods"]["default"] == \
         list(NAMES.ABLATION_METHODS)
 

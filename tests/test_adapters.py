@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ckptsweep.data.adapters import ADAPTERS, SCHEMA_TASK, convert, prepare_split
+from ckptsweep.data.adapters import ADAPTERS, SCHEMA_TASK, convert
+from ckptsweep.data.prepare import prepare_split
 from ckptsweep.data.prompts import render, target
 from ckptsweep.data.tasks import check_record, task_type
-from ckptsweep.data.world import WorldConfig, build_world
+from ckptsweep.data.world.build import build_world
+from ckptsweep.data.world.config import WorldConfig
 
 # One realistic record per schema, shaped like the hub's.
 HUB_RECORDS = {

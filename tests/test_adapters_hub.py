@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ckptsweep.checkpoints.hub import require_cached_model
 from ckptsweep.cli import main as cli
 from ckptsweep.data import snapshots
 from ckptsweep.data.adapters import STSB_THRESHOLD, convert
@@ -20,7 +21,6 @@ from ckptsweep.data.snapshots import (
     prefetch_dataset,
     prepare_snapshot,
     read_split,
-    require_cached_model,
     save_split,
 )
 

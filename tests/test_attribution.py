@@ -9,7 +9,7 @@ import pytest
 
 from ckptsweep.attribution import protocol as proto
 from ckptsweep.attribution.data import FactFinetuneConfig, make_finetune_set, query_for
-from ckptsweep.data.world import ATTRS, FORMS, VALUES
+from ckptsweep.data.world.vocab import ATTRS, FORMS, VALUES
 
 DATA = Path(__file__).parent / "data" / "ftrace"
 

@@ -11,14 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ckptsweep.evaluate.run import (
-    SCORING_VERSION,
-    EvalConfig,
-    EvalSet,
-    PredictionCache,
-    evaluate_model,
-    model_fingerprint,
-)
+from ckptsweep.evaluate.cache import SCORING_VERSION, PredictionCache, model_fingerprint
+from ckptsweep.evaluate.config import EvalConfig, EvalSet
+from ckptsweep.evaluate.run import evaluate_model
 from ckptsweep.files import read_jsonl
 from tests.test_evaluate import CFG, model, sets, tokenizer  # noqa: F401  (fixtures)
 

@@ -26,7 +26,7 @@ def test_bad_spec_json_is_named():
 def test_unknown_world_key_is_named(tmp_path):
     proc = run("world", "--spec", json.dumps({"n_peple": 3}), "--out", str(tmp_path))
     assert proc.returncode != 0
-    assert "world: unknown key(s) ['n_peple']" in proc.stderr
+    assert "world.n_peple: unknown key(s) ['n_peple']" in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 

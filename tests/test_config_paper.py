@@ -9,67 +9,67 @@ import sys
 import time
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
+from ckptsweep.errors import ConfigError
 from ckptsweep.study import checks
 from ckptsweep.study import grid as study
+from ckptsweep.study.config import Study
 
 from .test_workflow import job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+RAW = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+PAPER = Study.from_config(RAW)
 BIN = Path(sys.executable).parent
 
 
 def test_the_paper_config_validates():
-    jsonschema.validate(PAPER, SCHEMA)
     checks.check(PAPER)
 
 
 def test_the_paper_grid():
-    olmo, llama = PAPER["models"]["olmo1b"], PAPER["models"]["llama3_8b"]
-    assert olmo["repo"] == "allenai/OLMo-1B-hf" and len(olmo["steps"]) == 8
-    assert olmo["refs"] == {738020: "main"} and not olmo["trust_remote_code"]
-    assert [f["dataset"] for f in study.finetunes(PAPER, "olmo1b")] == [
+    olmo, llama = PAPER.models["olmo1b"], PAPER.models["llama3_8b"]
+    assert olmo.repo == "allenai/OLMo-1B-hf" and len(olmo.steps) == 8
+    assert olmo.refs == {738020: "main"} and not olmo.trust_remote_code
+    assert [f.dataset for f in study.finetunes(PAPER, "olmo1b")] == [
         "mnli", "paws", "socialiqa", "xsum", "tulu"]
     # Llama-3-8B: the final checkpoint, the four SFT tasks, Appendix F's settings.
     fts = study.finetunes(PAPER, "llama3_8b")
     assert study.steps(PAPER, "llama3_8b") == ["1"]
-    assert [f["dataset"] for f in fts] == ["mnli", "paws", "socialiqa", "xsum"]
+    assert [f.dataset for f in fts] == ["mnli", "paws", "socialiqa", "xsum"]
     for f in fts:
-        s = f["settings"]
-        assert f["lr"] == 5e-6 and s["epochs"] == 2 and s["batch_size"] * s["grad_accum"] == 16
-    assert study.finetune(PAPER, "xsum-lr5e-6-s0", "llama3_8b")["settings"]["epochs"] == 2
+        s = f.settings
+        assert f.lr == 5e-6 and s["epochs"] == 2 and s["batch_size"] * s["grad_accum"] == 16
+    assert study.finetune(PAPER, "xsum-lr5e-6-s0", "llama3_8b").settings["epochs"] == 2
     # RTE (two-way) for MNLI fine-tunes: not_entailment scored as neutral + contradiction.
     rte = {"entailment": ["entailment"], "not_entailment": ["neutral", "contradiction"]}
     assert study.answer_words(PAPER, "mnli-lr5e-6-s0", "llama3_8b", "rte") == rte
     assert study.answer_words(PAPER, "base", "olmo1b", "rte") is None
     assert study.answer_words(PAPER, "paws-lr2e-6-s0", "olmo1b", "rte") is None
     # Its training state (~128 GB) is sharded over 4 GPUs; the GPU-hours table counts 4.
-    assert study.finetune_gpus(PAPER) == {f"llama3_8b/{f['name']}": 4 for f in fts}
-    assert study.finetune(PAPER, "xsum-lr2e-7-s0", "olmo1b")["settings"]["epochs"] == 3
+    assert study.finetune_gpus(PAPER) == {f"llama3_8b/{f.name}": 4 for f in fts}
+    assert study.finetune(PAPER, "xsum-lr2e-7-s0", "olmo1b").settings["epochs"] == 3
     n_ft = sum(len(study.steps(PAPER, m)) * len(study.finetunes(PAPER, m))
-               for m in PAPER["models"])
+               for m in PAPER.models)
     assert n_ft == 8 * 5 + 1 * 4 == 44
-    assert "trust_remote_code" not in llama or llama["trust_remote_code"] is False
+    assert llama.trust_remote_code is False
 
 
 def test_hub_blocks_are_checked():
-    bad = yaml.safe_load(yaml.safe_dump(PAPER))
+    bad = yaml.safe_load(yaml.safe_dump(RAW))
     del bad["models"]["olmo1b"]["repo"]
-    with pytest.raises(ValueError, match=r"models\.olmo1b: a hub model needs `repo`"):
-        checks.check(bad)
-    bad = yaml.safe_load(yaml.safe_dump(PAPER))
+    with pytest.raises(ConfigError, match=r"models\.olmo1b: a hub model needs `repo`"):
+        checks.check(Study.from_config(bad))
+    bad = yaml.safe_load(yaml.safe_dump(RAW))
     bad["models"]["olmo1b"]["refs"] = {5: "main"}
-    with pytest.raises(ValueError, match=r"models\.olmo1b\.refs: names a step"):
-        checks.check(bad)
-    bad = yaml.safe_load(yaml.safe_dump(PAPER))
+    with pytest.raises(ConfigError, match=r"models\.olmo1b\.refs: names a step"):
+        checks.check(Study.from_config(bad))
+    bad = yaml.safe_load(yaml.safe_dump(RAW))
     del bad["datasets"]["qqp"]["hub"]
-    with pytest.raises(ValueError, match=r"datasets\.qqp\.hub: required"):
-        checks.check(bad)
+    with pytest.raises(ConfigError, match=r"datasets\.qqp\.hub: required"):
+        checks.check(Study.from_config(bad))
 
 
 @pytest.mark.workflow
@@ -86,8 +86,8 @@ def test_the_paper_dry_run_builds_the_whole_grid_offline(tmp_path):
     took = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
-    n_sets = len(PAPER["datasets"])
-    n_eval = sum(len(study.steps(PAPER, m)) for m in PAPER["models"])  # one per checkpoint
+    n_sets = len(PAPER.datasets)
+    n_eval = sum(len(study.steps(PAPER, m)) for m in PAPER.models)  # one per checkpoint
     assert counts["finetune"] == 44
     assert counts["evaluate"] == n_eval == 8 + 1
     assert counts["checkpoints"] == counts["prefetch_model"] == counts["ablation"] == 2

@@ -11,18 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-import ckptsweep.evaluate.run as ev
+import ckptsweep.evaluate.methods as ev_methods
 from ckptsweep.data.prompts import render
 from ckptsweep.data.tasks import task_type
-from ckptsweep.evaluate.run import (
-    EvalConfig,
-    EvalSet,
-    evaluate_model,
+from ckptsweep.evaluate.config import EvalConfig, EvalSet
+from ckptsweep.evaluate.items import _Lm
+from ckptsweep.evaluate.labels import (
+    _NON_SEMANTIC,
     first_label,
-    generate_texts,
     lenient_label_tokens,
     trie_greedy,
 )
+from ckptsweep.evaluate.logprobs import generate_texts
+from ckptsweep.evaluate.run import evaluate_model
 from ckptsweep.files import read_jsonl
 from tests.test_evaluate import model, sets, tokenizer  # noqa: F401  (fixtures)
 
@@ -100,7 +101,7 @@ class _NoSpaceTokenizer:
 
 
 def test_spellings_that_tokenise_alike_are_scored_once(tiny_tokenizer):
-    lm = ev._Lm(None, tiny_tokenizer, _cfg(), 256, 1)
+    lm = _Lm(None, tiny_tokenizer, _cfg(), 256, 1)
     assert lm.label_variants(" yes") == [_ids(tiny_tokenizer, " yes"), _ids(tiny_tokenizer, "yes")]
     lm.tokenizer = _NoSpaceTokenizer(tiny_tokenizer)
     assert lm.label_variants(" yes") == [_ids(tiny_tokenizer, "yes")]
@@ -130,7 +131,7 @@ def test_lenient_label_tokens(tiny_tokenizer):
     assert _ids(tok, " no")[0] in no and _ids(tok, "no")[0] in no  # "n": a prefix of "no"
     assert not set(no) & set(yes) and tok.eos_token_id not in no + yes
     for tid in no + yes:
-        norm = tok.decode([tid]).strip(ev._NON_SEMANTIC).lower()
+        norm = tok.decode([tid]).strip(_NON_SEMANTIC).lower()
         assert norm and ("no" if tid in no else "yes").startswith(norm)
     # A token that fits two labels counts for neither.
     n1, n2 = lenient_label_tokens(tok, ["no", "nurse"])
@@ -222,7 +223,7 @@ def test_free_generation_scores_the_first_label_word(model, tokenizer, sets):
 
 def test_free_generation_with_canned_outputs(model, tokenizer, sets, monkeypatch):
     outputs = iter(["Entailment.", "I think: neutral", "hmm", "contradiction, entailment"] * 5)
-    monkeypatch.setattr(ev, "generate_texts", lambda _m, _t, prompts, *a, **k: [
+    monkeypatch.setattr(ev_methods, "generate_texts", lambda _m, _t, prompts, *a, **k: [
         next(outputs) for _ in prompts])
     nli = EvalSet("nli", "nli", sets[0].test_path, None, limit=4)
     df = evaluate_model(model, tokenizer, [nli], _cfg(method="free"))

@@ -20,17 +20,11 @@ from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 from ckptsweep.data.adapters import convert
 from ckptsweep.data.prompts import build_prompt, prompt_hash
 from ckptsweep.data.tasks import task_type
-from ckptsweep.evaluate.run import (
-    COLUMNS,
-    EvalConfig,
-    EvalSet,
-    continuation_logprobs,
-    cut_at_stop,
-    evaluate_model,
-    generate_texts,
-    rouge_l,
-    write_predictions,
-)
+from ckptsweep.evaluate.config import EvalConfig, EvalSet
+from ckptsweep.evaluate.logprobs import continuation_logprobs, cut_at_stop, generate_texts
+from ckptsweep.evaluate.methods import rouge_l
+from ckptsweep.evaluate.run import evaluate_model
+from ckptsweep.evaluate.schema import COLUMNS, write_predictions
 from ckptsweep.files import read_jsonl
 
 NAMES = ["Anna", "Bob", "Carla", "Dmitri", "Eve", "Farid", "Gina", "Hugo"]

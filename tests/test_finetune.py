@@ -8,15 +8,10 @@ import pytest
 import torch
 
 from ckptsweep.data.tasks import task_type
-from ckptsweep.train.finetune import (
-    IGNORE,
-    FinetuneConfig,
-    LossLog,
-    collate,
-    completion_loss,
-    encode_example,
-    finetune,
-)
+from ckptsweep.train.config import FinetuneConfig
+from ckptsweep.train.examples import IGNORE, collate, encode_example
+from ckptsweep.train.loop import finetune
+from ckptsweep.train.loss import LossLog, completion_loss
 
 NLI = task_type("nli")
 

@@ -15,9 +15,9 @@ import time
 import pytest
 import torch
 
-from ckptsweep.checkpoints.models import load
+from ckptsweep.checkpoints.load import load
 from ckptsweep.train.distributed import shares
-from ckptsweep.train.finetune import STATE_FILE
+from ckptsweep.train.state import STATE_FILE, read_state_file
 
 from .test_finetune import weights
 from .test_resume import SPEC, command, reference
@@ -100,7 +100,7 @@ def test_two_processes_stop_resume_and_match_one(job):
     assert proc.returncode != 0, out
     assert out.count("SIGTERM: stopped after step") == 2, out  # both ranks, same step
     assert state.exists() and not (job / "out").exists()
-    blob = torch.load(state, weights_only=False)
+    blob = read_state_file(state)  # plain data: loads without unpickling objects
     assert blob["world"] == 2 and (job / "resume" / blob["shards"]).is_dir()
     assert len(list((job / "resume").glob("shards-*"))) == 1, "older shards removed"
 
@@ -117,6 +117,62 @@ def test_two_processes_stop_resume_and_match_one(job):
     model, _ = load(job / "out")
     torch.testing.assert_close(weights(model), reference(job), rtol=1e-4, atol=1e-5)
 
+
+def test_sharded_resume_unpickles_nothing_from_the_shards(tiny_tokenizer, tmp_path,
+                                                          monkeypatch):
+    """DCP's own reader unpickles a checkpoint folder's ``.metadata`` with plain pickle; a
+    sharded resume never reads it (the shards' index travels in the state file, which
+    loads as plain data). One sharded process (torchrun's variables set here, Gloo) stops
+    at its Slurm time limit; a ``.metadata`` that would run code is planted among its
+    shards; the re-run resumes from the shards without running it, to the weights of an
+    uninterrupted one-process run."""
+    import pickle
+    import socket
+
+    from ckptsweep.train.config import FinetuneConfig
+    from ckptsweep.train.loop import finetune
+    from ckptsweep.train.pretrain import PretrainConfig, build_model
+    from ckptsweep.train.stopping import Interrupted
+
+    from .test_finetune import records
+    from .test_resume import NLI, Planted
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port)}
+    for name, value in torchrun.items():
+        monkeypatch.setenv(name, value)
+    arch = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
+    cfg = FinetuneConfig(lr=1e-3, epochs=1, batch_size=4, seed=0, device="cpu",
+                         stop_margin=120)
+    resume, marker, out = tmp_path / "resume", tmp_path / "code-ran", tmp_path / "out"
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    monkeypatch.setenv("SLURM_JOB_END_TIME", str(int(time.time()) + 60))  # stop at once
+    with pytest.raises(Interrupted):
+        finetune(build_model(arch, tiny_tokenizer), tiny_tokenizer, NLI, records(), cfg, out,
+                 log=None, resume_dir=resume)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    (shards,) = resume.glob("shards-*")
+    (shards / ".metadata").write_bytes(pickle.dumps(Planted(marker)))
+    lines = []
+    finetune(build_model(arch, tiny_tokenizer), tiny_tokenizer, NLI, records(), cfg, out,
+             log=lines.append, resume_dir=resume)
+    assert not marker.exists(), "resuming ran code from the shard folder"
+    assert any(line.startswith("resumed from") for line in lines), lines
+    for name in torchrun:
+        monkeypatch.delenv(name)
+    plain = build_model(arch, tiny_tokenizer)
+    finetune(plain, tiny_tokenizer, NLI, records(), cfg, tmp_path / "plain", log=None)
+    torch.testing.assert_close(weights(load(out)[0]), weights(plain), rtol=1e-4, atol=1e-5)
+    (tmp_path / "shards").mkdir()  # the test's premise: DCP's reader would have run it
+    (tmp_path / "shards" / ".metadata").write_bytes(pickle.dumps(Planted(marker)))
+    from torch.distributed.checkpoint import FileSystemReader
+
+    with pytest.raises(Exception):  # noqa: B017  (what it unpickled is no index)
+        FileSystemReader(str(tmp_path / "shards")).read_metadata()
+    assert marker.is_dir()
 
 
 def test_two_processes_compiled_match_one(job, cxx_compiler):

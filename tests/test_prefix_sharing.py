@@ -1,4 +1,4 @@
-"""Prefix sharing in candidate scoring (`ckptsweep.evaluate.SHARING`): the prompt run once
+"""Prefix sharing in candidate scoring (`ckptsweep.evaluate.config.SHARING`): the prompt run once
 with its KV cache and the candidates on top of it give the log-probabilities of the direct
 computation (one unpadded forward of prompt + candidate), whatever the padding, batching
 and candidate lengths."""
@@ -13,15 +13,16 @@ import pytest
 import torch
 from transformers import Cache
 
-import ckptsweep.evaluate.run as ev
-from ckptsweep.evaluate.run import (
-    SHARING,
-    EvalConfig,
+from ckptsweep.evaluate.config import SHARING, EvalConfig
+from ckptsweep.evaluate.logprobs import (
+    _last_log_softmax,
+    _select_cache,
     cache_pays,
     continuation_logprobs,
-    evaluate_model,
+    generate_texts,
     token_logprobs,
 )
+from ckptsweep.evaluate.run import evaluate_model
 from tests.test_evaluate import CFG, model, sets, tokenizer  # noqa: F401  (fixtures)
 
 PAD = 1
@@ -127,7 +128,7 @@ def test_scoring_uses_the_current_cache_api(model, tokenizer, caplog):
         with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
             warnings.simplefilter("always")
             token_logprobs(model, [[3, 4, 5, 6]], [[[7, 8, 9], [10, 11]]], 4, PAD, "cache")
-            ev.generate_texts(model, tokenizer, [[3, 4, 5], [6, 7]], 4, ["\n"], 2, PAD)
+            generate_texts(model, tokenizer, [[3, 4, 5], [6, 7]], 4, ["\n"], 2, PAD)
     finally:
         logger.removeHandler(caplog.handler)
         logger.setLevel(level)
@@ -159,10 +160,10 @@ def test_single_token_candidates_build_no_cache(model):
 
 def test_selected_cache_leaves_the_prompt_cache_alone(model):
     with torch.inference_mode():
-        _, cache, mask = ev._last_log_softmax(model, [[3, 4, 5], [6, 7]], 1, PAD, use_cache=True)
+        _, cache, mask = _last_log_softmax(model, [[3, 4, 5], [6, 7]], 1, PAD, use_cache=True)
         before = [layer.keys.clone() for layer in cache.layers]
         rows = torch.tensor([1, 1, 0])
-        selected = ev._select_cache(cache, rows)
+        selected = _select_cache(cache, rows)
         assert selected.layers[0].keys.shape[0] == 3
         torch.testing.assert_close(selected.layers[0].keys, before[0][rows])
         model(input_ids=torch.tensor([[8], [9], [10]]),

@@ -5,13 +5,8 @@ import json
 import pytest
 import torch
 
-from ckptsweep.checkpoints.models import (
-    Checkpoint,
-    load,
-    load_checkpoint,
-    read_manifest,
-    write_manifest,
-)
+from ckptsweep.checkpoints.load import load, load_checkpoint
+from ckptsweep.checkpoints.manifest import Checkpoint, read_manifest, write_manifest
 from ckptsweep.train.pretrain import PretrainConfig, lr_at, pretrain
 
 from .conftest import LINES

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ckptsweep.checkpoints.models import Checkpoint, load, write_manifest
+from ckptsweep.checkpoints.load import load
+from ckptsweep.checkpoints.manifest import Checkpoint, write_manifest
 from ckptsweep.data.tasks import task_type
-from ckptsweep.train.finetune import STATE_FILE, FinetuneConfig, finetune
+from ckptsweep.train.config import FinetuneConfig
+from ckptsweep.train.loop import finetune
+from ckptsweep.train.state import STATE_FILE
 
 from .test_finetune import records, weights
 
@@ -138,6 +141,39 @@ def test_state_for_other_settings_is_discarded(job):
     assert not (job / "resume").exists()
 
 
+class Planted:
+    """Unpickled, it calls a function: here one that creates the folder ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_planted_state_runs_no_code_and_is_discarded(tiny_tokenizer, tiny_model, tmp_path):
+    """The resume folder may sit on a shared file system: a state file holding an object
+    whose unpickling would run code is refused without running it, discarded with a log
+    line, and the job trains from the start and finishes."""
+    from ckptsweep.train.state import FORMAT
+
+    resume, marker = tmp_path / "resume", tmp_path / "code-ran"
+    resume.mkdir()
+    blob = {"format": FORMAT, "fingerprint": "any", "python_rng": Planted(marker)}
+    torch.save(blob, resume / STATE_FILE)
+    lines = []
+    stats = finetune(tiny_model, tiny_tokenizer, NLI, records(), FinetuneConfig(lr=1e-3),
+                     tmp_path / "out", log=lines.append, resume_dir=resume)
+    assert not marker.exists(), "loading the resume state ran code from it"
+    assert any(line.startswith(f"discarding unreadable resume state {resume / STATE_FILE}")
+               for line in lines), lines
+    assert stats["resumed_at_step"] == 0 and (tmp_path / "out" / "model.safetensors").exists()
+    assert not resume.exists()
+    torch.save(blob, tmp_path / "copy.pt")  # the test's premise: plain unpickling runs it
+    torch.load(tmp_path / "copy.pt", weights_only=False)
+    assert marker.is_dir()
+
+
 def test_attempt_2_halves_micro_batch_same_weights(tiny_tokenizer, tmp_path):
     from ckptsweep.train.pretrain import PretrainConfig, build_model
 
@@ -154,7 +190,8 @@ def test_attempt_2_halves_micro_batch_same_weights(tiny_tokenizer, tmp_path):
 
 
 def test_packed_and_padded_batches_give_the_same_loss(tiny_tokenizer, tiny_model):
-    from ckptsweep.train.finetune import collate, completion_loss, encode_example, pack
+    from ckptsweep.train.examples import collate, encode_example, pack
+    from ckptsweep.train.loss import completion_loss
 
     batch = [encode_example(NLI, r, tiny_tokenizer, "default", 512) for r in records(6)]
     ids, labels, mask = collate(batch, tiny_tokenizer.pad_token_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ckptsweep.checkpoints.models import read_manifest, resolve_hub, write_manifest
+from ckptsweep.checkpoints.hub import resolve_hub
+from ckptsweep.checkpoints.manifest import read_manifest, write_manifest
 from ckptsweep.checkpoints.revisions import RevisionError, nearest, parse_branches, resolve
 
 

@@ -8,7 +8,11 @@ import pytest
 
 from ckptsweep.analysis import names as NAMES
 from ckptsweep.analysis import tables as T
+from ckptsweep.analysis.cost import gpu_hours
 from ckptsweep.analysis.figures import write_figures
+from ckptsweep.analysis.groups import base_trend, group_units, pt_ft_groups
+from ckptsweep.analysis.mrc import mrc_cross_task, mrc_format, mrc_ood, paired_changes
+from ckptsweep.analysis.performance import forgetting
 from ckptsweep.analysis.scores import (
     EXAMPLES_COLUMNS,
     SCORES_COLUMNS,
@@ -96,8 +100,8 @@ def test_role_assignment():
 
 
 def test_mrc_cross_task_known_answer_and_skip_rule():
-    changes = T.paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
-    mrc = T.mrc_cross_task(changes, seed=0).set_index("direction")
+    changes = paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
+    mrc = mrc_cross_task(changes, seed=0).set_index("direction")
     c2g = mrc.loc["classification->generation"]
     # (0.2-0.4)/0.4, (0.3-0.2)/0.2, (0.25-0.5)/0.5; qg at step 2 has base 0.005 < 0.01
     assert c2g["mrc"] == pytest.approx((-0.5 + 0.5 - 0.5) / 3)
@@ -110,23 +114,23 @@ def test_mrc_cross_task_known_answer_and_skip_rule():
 
 
 def test_mrc_ood_and_format():
-    changes = T.paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
-    ood = T.mrc_ood(changes, seed=0)
+    changes = paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
+    ood = mrc_ood(changes, seed=0)
     assert ood.empty  # the OOD set of summ is scored only by the nli fine-tune: cross-task
     values = {("base", 1, "nli"): 0.5, ("base", 1, "nli", "io"): 0.2, (NLI0, 1, "nli"): 0.75,
               (NLI0, 1, "nli", "io"): 0.3, (NLI0, 1, "nli_ood"): 0.6,
               ("base", 1, "nli_ood"): 0.4}
-    all_fmt = T.paired_changes(make_scores(values), shots=4, fmt=None, min_base=0.01)
-    fmt = T.mrc_format(all_fmt, seed=0).set_index("format")["mrc"]
+    all_fmt = paired_changes(make_scores(values), shots=4, fmt=None, min_base=0.01)
+    fmt = mrc_format(all_fmt, seed=0).set_index("format")["mrc"]
     assert fmt.to_dict() == pytest.approx({"default": 0.5, "io": 0.5})
-    ood = T.mrc_ood(T.paired_changes(make_scores(values), 4, "default", 0.01), seed=0)
+    ood = mrc_ood(paired_changes(make_scores(values), 4, "default", 0.01), seed=0)
     assert ood.set_index("eval_set").loc["all", "mrc"] == pytest.approx(0.5)
 
 
 def test_table5_group_means_on_hand_made_table():
-    changes = T.paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
-    units = T.group_units(changes, CFG["groups"])
-    t5 = T.pt_ft_groups(units, seed=0)
+    changes = paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
+    units = group_units(changes, CFG["groups"])
+    t5 = pt_ft_groups(units, seed=0)
     ft = t5[t5["group"] == "finetuning"].set_index("step")
     # step 1: nli seeds (0.8, 0.6) -> 0.7 vs 0.5; summ 0.6 vs 0.4. step 2: 0.6 vs 0.4; 0.8 vs 0.5
     assert ft.loc[1, "raw_change"] == pytest.approx(0.2)
@@ -157,7 +161,7 @@ def test_forgetting_counts_on_hand_made_examples():
                          "generation", "role": "base" if variant == "base" else "cross-task",
                          "format": "default", "shots": 4, "id": f"s{i}", "metric": "rouge_l",
                          "score": s})
-    out = T.forgetting(pd.DataFrame(rows), shots=4, fmt="default").set_index("eval_set")
+    out = forgetting(pd.DataFrame(rows), shots=4, fmt="default").set_index("eval_set")
     assert out.loc["nli", ["n", "base_correct", "ft_correct", "forgotten", "learned"]].tolist() \
         == [5, 3, 2, 2, 1]
     assert out.loc["nli", "forgotten_rate"] == pytest.approx(2 / 3)
@@ -341,28 +345,28 @@ def test_tables_without_the_examples_table_skip_per_example_tables(study, tmp_pa
 
 
 def test_explicit_cross_task_pairs_match_the_derived_default():
-    changes = T.paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
-    derived = T.mrc_cross_task(changes, seed=0)
+    changes = paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
+    derived = mrc_cross_task(changes, seed=0)
     pairs = {"classification->generation": [{"eval": "summ", "train": "nli"},
                                             {"eval": "qg", "train": "nli"}],
              "generation->classification": [{"eval": "nli", "train": "summ"},
                                             {"eval": "para", "train": "summ"}]}
-    explicit = T.mrc_cross_task(changes, seed=0, pairs=pairs)
+    explicit = mrc_cross_task(changes, seed=0, pairs=pairs)
     pd.testing.assert_frame_equal(explicit, derived)
     assert list(explicit.columns[:3]) == ["direction", "n", "mrc"]
     # a pair may override shots/format: the io-format summ cell of the nli fine-tune
-    io = T.mrc_cross_task(T.paired_changes(make_scores(HAND), None, None, 0.01), seed=0,
+    io = mrc_cross_task(paired_changes(make_scores(HAND), None, None, 0.01), seed=0,
                           pairs={"c->g io": [{"eval": "summ", "train": "nli", "format": "io"}]},
                           shots=4, fmt="default")
     assert io.set_index("direction").loc["c->g io", ["n", "mrc"]].tolist() == [1, -1.0]
 
 
 def test_a_pair_listed_twice_counts_twice():
-    changes = T.paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
+    changes = paired_changes(make_scores(HAND), shots=4, fmt="default", min_base=0.01)
     once = {"g": [{"eval": "nli", "train": "nli"}, {"eval": "summ", "train": "summ"}]}
     twice = {"g": [*once["g"], {"eval": "summ", "train": "summ"}]}
-    a = T.pt_ft_groups(T.group_units(changes, once), seed=0).set_index("step")
-    b = T.pt_ft_groups(T.group_units(changes, twice), seed=0).set_index("step")
+    a = pt_ft_groups(group_units(changes, once), seed=0).set_index("step")
+    b = pt_ft_groups(group_units(changes, twice), seed=0).set_index("step")
     assert a.loc[1, "raw_change"] == pytest.approx((0.2 + 0.2) / 2)
     assert b.loc[1, "raw_change"] == pytest.approx((0.2 + 0.2 + 0.2) / 3)
     assert b.loc[2, "raw_change"] == pytest.approx((0.2 + 0.3 + 0.3) / 3)
@@ -414,7 +418,7 @@ def test_gpu_hours_from_benchmark_files(tmp_path):
     _bench(root / "evaluate/tiny/50/base.tsv", (720, 300, 700), (720, 310, 700))  # repeat(2)
     _bench(root / "world/world.tsv", (36, "NA", "NA"))
     _bench(root / "loose.tsv", (360, 10, 10))
-    gh = T.gpu_hours(root).set_index("rule")
+    gh = gpu_hours(root).set_index("rule")
     assert gh.index.tolist() == ["evaluate", "finetune", "loose", "world", "total"]
     assert gh.loc["finetune", ["jobs", "runs", "hours", "gpu_hours"]].tolist() == \
         pytest.approx([2, 2, 1.5, 1.5])
@@ -426,16 +430,16 @@ def test_gpu_hours_from_benchmark_files(tmp_path):
         pytest.approx([0.01, 0, 0])
     assert gh.loc["total", "hours"] == pytest.approx(1.5 + 0.4 + 0.1 + 0.01)
     assert gh.loc["total", "gpu_hours"] == pytest.approx(1.9)
-    four = T.gpu_hours(root, {"finetune": 4}).set_index("rule")
+    four = gpu_hours(root, {"finetune": 4}).set_index("rule")
     assert four.loc["finetune", "gpu_hours"] == pytest.approx(6.0)
     assert four.loc["evaluate", "gpu_hours"] == 0
     # One fine-tune set to 8 GPUs (study.finetune_gpus): its hours count 8x, the other's 1x.
-    eight = T.gpu_hours(root, finetune_gpus={"tiny/nli-lr1e-3-s0": 8, "other/x": 2})
+    eight = gpu_hours(root, finetune_gpus={"tiny/nli-lr1e-3-s0": 8, "other/x": 2})
     eight = eight.set_index("rule")
     assert eight.loc["finetune", "gpu_hours"] == pytest.approx(1.5 * 8)
     assert eight.loc["finetune", "gpus_per_job"] == pytest.approx(8)
     assert eight.loc["total", "gpu_hours"] == pytest.approx(12 + 0.4)
-    assert T.gpu_hours(tmp_path / "none").empty
+    assert gpu_hours(tmp_path / "none").empty
 
 
 def test_write_tables_adds_gpu_hours_only_when_asked(study, tmp_path):
@@ -482,5 +486,5 @@ def test_workflow_tables_gpu_hours_and_ablation(study, tmp_path):
 
 def test_base_trend_with_one_checkpoint_is_flat(study):
     one = study["examples"][study["examples"]["step"] == 1000]
-    trend = T.base_trend(one, 4, "default", 0.3, seed=0, n_boot=50)
+    trend = base_trend(one, 4, "default", 0.3, seed=0, n_boot=50)
     assert (trend["verdict"] == "flat").all() and (trend["diff"] == 0).all()

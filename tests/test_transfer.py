@@ -13,10 +13,13 @@ import yaml
 from scipy import stats
 
 from ckptsweep.analysis import names as NAMES
-from ckptsweep.analysis import transfer
+from ckptsweep.analysis import transfer_population as TP
+from ckptsweep.analysis import transfer_tables as TT
+from ckptsweep.errors import ConfigError
 from ckptsweep.study import checks
 from ckptsweep.study import grid as study
 from ckptsweep.study import transfer as transfer_config
+from ckptsweep.study.config import Study, load
 from ckptsweep.train.pretrain import mix_documents
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,25 +31,25 @@ SETTINGS = {"ece_bins": 10, "seed": 0, "n_boot": 300, "alpha": 0.05, "scales": [
 
 def test_identical_rankings_correlate_one_and_reversed_minus_one():
     x = np.array([0.1, 0.5, 0.3, 0.9, 0.7])
-    assert transfer.spearman(x, x * 2 + 1) == pytest.approx(1.0)
-    assert transfer.kendall(x, x ** 3) == pytest.approx(1.0)
-    assert transfer.spearman(x, -x) == pytest.approx(-1.0)
-    assert transfer.kendall(x, 1 - x) == pytest.approx(-1.0)
+    assert TP.spearman(x, x * 2 + 1) == pytest.approx(1.0)
+    assert TP.kendall(x, x ** 3) == pytest.approx(1.0)
+    assert TP.spearman(x, -x) == pytest.approx(-1.0)
+    assert TP.kendall(x, 1 - x) == pytest.approx(-1.0)
 
 
 def test_ties_match_scipy_and_constant_rankings_are_nan():
     x = np.array([1, 2, 2, 3, 3, 3, 4.0])
     y = np.array([2, 1, 2, 4, 3, 3, 5.0])
-    assert transfer.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
-    assert transfer.kendall(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
-    assert math.isnan(transfer.spearman(x, np.ones(7)))
-    assert math.isnan(transfer.kendall(np.ones(7), y))
+    assert TP.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert TP.kendall(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert math.isnan(TP.spearman(x, np.ones(7)))
+    assert math.isnan(TP.kendall(np.ones(7), y))
 
 
 def test_rows_are_independent_samples():
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 4, (50, 8)).astype(float), rng.integers(0, 4, (50, 8)).astype(float)
-    rho, tau = transfer.spearman(a, b), transfer.kendall(a, b)
+    rho, tau = TP.spearman(a, b), TP.kendall(a, b)
     for i in range(50):
         want = stats.spearmanr(a[i], b[i]).statistic
         assert rho[i] == pytest.approx(want) if not np.isnan(want) else np.isnan(rho[i])
@@ -60,7 +63,7 @@ def test_ece_of_a_perfectly_calibrated_predictor_is_zero():
     # 0.75 confident on 8 examples, 6 right; 0.35 confident on 20, 7 right.
     conf = np.array([0.75] * 8 + [0.35] * 20)
     correct = np.array([1] * 6 + [0] * 2 + [1] * 7 + [0] * 13)
-    assert transfer.ece(conf, correct, 10) == pytest.approx(0.0)
+    assert TP.ece(conf, correct, 10) == pytest.approx(0.0)
 
 
 def test_ece_of_a_miscalibrated_predictor_matches_the_hand_computation():
@@ -69,19 +72,19 @@ def test_ece_of_a_miscalibrated_predictor_matches_the_hand_computation():
     # bin 9: {0.9, 0.9, 1.0}, acc 2/3, conf 2.8/3; bin 6: acc 1, conf 0.6; bin 3: acc 0,
     # conf 0.3.  ECE = 3/6 |2/3 - 2.8/3| + 2/6 |1 - 0.6| + 1/6 |0 - 0.3|
     hand = 3 / 6 * abs(2 / 3 - 2.8 / 3) + 2 / 6 * 0.4 + 1 / 6 * 0.3
-    assert transfer.ece(conf, correct, 10) == pytest.approx(hand)
+    assert TP.ece(conf, correct, 10) == pytest.approx(hand)
     # Two bins: [0, .5) holds 0.3; [.5, 1] the rest (acc 4/5, conf 4.0/5).
-    assert transfer.ece(conf, correct, 2) == pytest.approx(1 / 6 * 0.3 + 5 / 6 * abs(0.8 - 0.8))
-    rel = transfer.reliability(conf, correct, 10)
+    assert TP.ece(conf, correct, 2) == pytest.approx(1 / 6 * 0.3 + 5 / 6 * abs(0.8 - 0.8))
+    rel = TP.reliability(conf, correct, 10)
     assert rel.loc[9, "n"] == 3 and rel.loc[9, "accuracy"] == pytest.approx(2 / 3)
     # Vectorised along the last axis.
-    both = transfer.ece(np.stack([conf, conf]), np.stack([correct, correct]), 10)
+    both = TP.ece(np.stack([conf, conf]), np.stack([correct, correct]), 10)
     assert both == pytest.approx([hand, hand])
 
 
 def test_brier_confidence_and_gold_probability_by_hand():
     lps = [np.log([0.7, 0.2, 0.1]), np.log([0.7, 0.2, 0.1]) + 3.0]  # shifted: same probs
-    v = transfer.example_values(lps, [0, 1])
+    v = TP.example_values(lps, [0, 1])
     assert v["accuracy"].tolist() == [1.0, 0.0]
     assert v["confidence"].tolist() == pytest.approx([0.7, 0.7])
     assert v["gold_prob"].tolist() == pytest.approx([0.7, 0.2])
@@ -114,34 +117,34 @@ def population(n_members=10, n_examples=200, seed=0, post_noise=0.0, benches=("b
 
 
 def test_planted_ordering_is_recovered_from_noisy_examples():
-    pop = transfer.Population(population(), ["s", "l"], 10)
-    r = transfer.correlate(pop, ["b1"], transfer.ALL, "accuracy", seed=0, n_boot=300)
+    pop = TP.Population(population(), ["s", "l"], 10)
+    r = TP.correlate(pop, ["b1"], TP.ALL, "accuracy", seed=0, n_boot=300)
     assert r["n_members"] == 10
     assert r["spearman"] > 0.8
     assert r["spearman_model_low"] <= r["spearman"] <= r["spearman_model_high"]
     assert r["spearman_example_low"] <= r["spearman_example_high"]
     assert -1 <= r["kendall_model_low"] <= r["kendall"] <= r["kendall_model_high"] <= 1
     # Per category (mean over its benchmarks) too.
-    assert transfer.correlate(pop, ["b1", "b2"], "all", "accuracy", n_boot=100)["spearman"] > 0.8
+    assert TP.correlate(pop, ["b1", "b2"], "all", "accuracy", n_boot=100)["spearman"] > 0.8
 
 
 def test_pure_noise_does_not_transfer():
     ex = population(n_examples=100)
     # Same accuracy level for everyone: rankings are noise.
     ex["accuracy"] = (np.random.default_rng(1).random(len(ex)) < 0.5).astype(float)
-    pop = transfer.Population(ex, ["s", "l"], 10)
-    r = transfer.correlate(pop, ["b1"], transfer.ALL, "accuracy", n_boot=300)
+    pop = TP.Population(ex, ["s", "l"], 10)
+    r = TP.correlate(pop, ["b1"], TP.ALL, "accuracy", n_boot=300)
     assert r["spearman_example_low"] < 0 < r["spearman_example_high"]
 
 
 def test_same_seed_same_numbers_and_every_table():
     ex = population(n_members=6, n_examples=60)
-    a = transfer.analyse(ex, SETTINGS)
-    b = transfer.analyse(ex, SETTINGS)
+    a = TT.analyse(ex, SETTINGS)
+    b = TT.analyse(ex, SETTINGS)
     assert set(a) == set(NAMES.TRANSFER_TABLES)
     for name in NAMES.TRANSFER_TABLES:
         pd.testing.assert_frame_equal(a[name], b[name])
-    c = transfer.analyse(ex, {**SETTINGS, "seed": 1})["transfer_correlation"]
+    c = TT.analyse(ex, {**SETTINGS, "seed": 1})["transfer_correlation"]
     assert not np.allclose(a["transfer_correlation"]["spearman_model_low"],
                            c["spearman_model_low"], equal_nan=True)
     pd.testing.assert_series_equal(a["transfer_correlation"]["spearman"], c["spearman"])
@@ -154,19 +157,19 @@ def test_same_seed_same_numbers_and_every_table():
 
 def test_member_metrics_are_the_per_example_means():
     ex = population(n_members=4, n_examples=30)
-    m = transfer.analyse(ex, SETTINGS)["transfer_metrics"]
+    m = TT.analyse(ex, SETTINGS)["transfer_metrics"]
     row = m[(m["member"] == "m2@1") & (m["stage"] == "post") & (m["eval_set"] == "b2")].iloc[0]
     g = ex[(ex["member"] == "m2@1") & (ex["stage"] == "post") & (ex["eval_set"] == "b2")]
     assert row["accuracy"] == pytest.approx(g["accuracy"].mean())
     assert row["brier"] == pytest.approx(g["brier"].mean())
-    assert row["ece"] == pytest.approx(transfer.ece(g["confidence"], g["accuracy"], 10))
+    assert row["ece"] == pytest.approx(TP.ece(g["confidence"], g["accuracy"], 10))
 
 
 def test_members_must_share_examples():
     ex = population(n_members=4, n_examples=20)
     ex = ex.drop(index=ex.index[(ex["member"] == "m1@1") & (ex["id"] == "e0003")])
     with pytest.raises(ValueError, match="same examples"):
-        transfer.Population(ex, ["s", "l"], 10)
+        TP.Population(ex, ["s", "l"], 10)
 
 
 def test_load_examples_joins_gold_and_averages_seeds(tmp_path):
@@ -183,11 +186,11 @@ def test_load_examples_joins_gold_and_averages_seeds(tmp_path):
                          ).to_parquet(path)
             runs.append({"member": "m@1", "model": "m", "step": "1", "mixture": "x",
                          "scale": "s", "stage": stage, "variant": v, "path": str(path)})
-    ex = transfer.load_examples(runs, {"b": "c"}, transfer.gold_indices({"b": test}), shots=0)
+    ex = TP.load_examples(runs, {"b": "c"}, TP.gold_indices({"b": test}), shots=0)
     assert ex[ex["stage"] == "pre"]["accuracy"].tolist() == [1.0] * 4
     assert ex[ex["stage"] == "post"]["accuracy"].tolist() == [0.5] * 4  # seeds averaged
     with pytest.raises(ValueError, match="no default 2-shot rows"):
-        transfer.load_examples(runs, {"b": "c"}, {}, shots=2)
+        TP.load_examples(runs, {"b": "c"}, {}, shots=2)
 
 
 # ------------------------------------------------------------------ config
@@ -198,6 +201,7 @@ def demo():
 
 
 def test_demo_population_has_four_mixtures_and_eight_members_per_scale(demo):
+    demo = Study.from_config(demo)
     members = transfer_config.members(demo)
     assert len({m["mixture"] for m in members}) >= 4
     for scale in transfer_config.scales(demo):
@@ -233,35 +237,31 @@ def test_demo_population_has_four_mixtures_and_eight_members_per_scale(demo):
 def test_config_errors_name_the_key(demo, edit, key):
     cfg = copy.deepcopy(demo)
     edit(cfg["transfer"], cfg)
-    with pytest.raises(ValueError) as err:
-        checks.check(cfg)
-    assert key in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        checks.check(Study.from_config(cfg))
+    assert err.value.key == key
 
 
 def test_schema_names_a_missing_label(demo):
-    from snakemake.utils import validate
-
     cfg = copy.deepcopy(demo)
     del cfg["transfer"]["models"]["pop_two_l"]["scale"]
-    with pytest.raises(Exception, match="scale"):
-        validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    with pytest.raises(ConfigError, match=r"^transfer\.models\.pop_two_l\.scale: required"):
+        load(cfg)
     cfg = copy.deepcopy(demo)
     cfg["models"]["pop_two_l"]["pretrain"]["mixture"]["web"] = 1.0
-    with pytest.raises(Exception, match="web"):
-        validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    # (the demo's two-people models share one mixture block: a YAML anchor)
+    with pytest.raises(ConfigError, match=r"^models\.pop_two_.\.pretrain\.mixture: 'web' is not"):
+        load(cfg)
 
 
 def test_datadecide_example_config_is_consistent():
-    from snakemake.utils import validate
-
-    cfg = yaml.safe_load((ROOT / "config/transfer_datadecide.yaml").read_text())
-    validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    cfg = Study.from_config(yaml.safe_load((ROOT / "config/transfer_datadecide.yaml").read_text()))
     checks.check(cfg)
     members = transfer_config.members(cfg)
     assert len({m["mixture"] for m in members}) >= 4
     assert len({m["scale"] for m in members}) >= 2
-    for model in cfg["transfer"]["models"]:
-        assert cfg["models"][model]["source"] == "hub"
+    for model in cfg.transfer.models:
+        assert cfg.models[model].source == "hub"
 
 
 # ------------------------------------------------------------------ mixtures
@@ -281,19 +281,19 @@ def test_mixture_resamples_document_kinds_to_the_weights():
 
 
 def test_spread_against_noise_tells_signal_from_chance():
-    pop = transfer.Population(population(), ["s", "l"], 10)
-    spread, noise = transfer.spread_and_noise(pop, ["b1"], transfer.ALL, "accuracy")
+    pop = TP.Population(population(), ["s", "l"], 10)
+    spread, noise = TT.spread_and_noise(pop, ["b1"], TP.ALL, "accuracy")
     assert spread > 3 * noise  # planted levels 0.3 .. 0.8, 200 examples each
     flat = population(n_examples=100)
     flat["accuracy"] = (np.random.default_rng(1).random(len(flat)) < 0.5).astype(float)
-    pop = transfer.Population(flat, ["s", "l"], 10)
-    spread, noise = transfer.spread_and_noise(pop, ["b1"], transfer.ALL, "accuracy")
+    pop = TP.Population(flat, ["s", "l"], 10)
+    spread, noise = TT.spread_and_noise(pop, ["b1"], TP.ALL, "accuracy")
     assert spread < 2 * noise
-    assert math.isnan(transfer.spread_and_noise(pop, ["b1"], "s", "ece")[1])
+    assert math.isnan(TT.spread_and_noise(pop, ["b1"], "s", "ece")[1])
 
 
 def test_gpu_hours_of_the_analysed_models_leave_the_population_out(tmp_path):
-    from ckptsweep.analysis.tables import gpu_hours
+    from ckptsweep.analysis.cost import gpu_hours
 
     head = "s\th:m:s\tmax_rss\tcpu_time\n"
     for rel in ("pretrain/tiny.tsv", "pretrain/pop_a.tsv", "evaluate/tiny/10/base.tsv",

@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 
 from ckptsweep.data.adapters import convert, input_text
-from ckptsweep.data.world import (
-    LABEL_WORDS,
-    NEVER_IN_CORPUS,
-    WorldConfig,
+from ckptsweep.data.world.build import (
     build_world,
-    dataset_specs,
     iter_corpus_texts,
     passage,
     sentences,
     template_words,
 )
+from ckptsweep.data.world.config import WorldConfig
+from ckptsweep.data.world.tasks import dataset_specs
+from ckptsweep.data.world.vocab import LABEL_WORDS, NEVER_IN_CORPUS
 
 SMALL = dict(n_people=40, n_cities=12, n_ood_people=20, n_persistent=4, persistent_docs=3,
              corpus_docs=600, n_train=120, n_eval=60, n_shot_pool=12, n_instruct=40)

@@ -11,7 +11,8 @@ One subpackage per stage. Imports run one way, down this list (a test enforces i
 - ``checkpoints``: the checkpoint manifest, loading and saving models, hub revisions;
 - ``data``: synthetic world, hub adapters, snapshots, tasks, prompts, tokenizer;
 - the ground floor, which imports no other part: ``files`` (jsonl, atomic writes),
-  ``device`` (device and threads), ``progress`` (progress lines).
+  ``errors`` (the config error naming its key), ``device`` (device and threads),
+  ``progress`` (progress lines).
 """
 
 __version__ = "0.1.0"

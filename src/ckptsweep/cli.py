@@ -8,13 +8,14 @@ spliced into a shell command.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
+
+from ckptsweep.errors import ConfigError, build
+from ckptsweep.progress import log
 
 # Keep job logs clean and make sure no compute job reaches for a hub (the prefetch verbs,
 # run by local rules on the submitting node, are the exception: see `_online`).
@@ -25,24 +26,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def from_dict(cls, data: dict, where: str):
-    """Build a config dataclass, naming the config block of an unknown key."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise SystemExit(f"error: {where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    return cls(**data)
-
-
 def cmd_world(args, spec):
-    from ckptsweep.data.world import WorldConfig, build_world
+    from ckptsweep.data.world.build import WorldConfig, build_world
 
     t0 = time.perf_counter()
-    info = build_world(from_dict(WorldConfig, spec, "world"), Path(args.out))
+    info = build_world(build(WorldConfig, spec, "world"), Path(args.out))
     log(f"world built in {time.perf_counter() - t0:.1f}s: "
         f"{json.dumps(info.get('sizes', {}), sort_keys=True)}")
 
@@ -95,15 +83,15 @@ def cmd_pretrain(args, spec):
     tok = train_tokenizer(texts, extra, spec["tokenizer"].get("vocab_size", 2048), tok_dir,
                           required_single=single)
     log(f"tokenizer: {len(tok)} tokens in {time.perf_counter() - t0:.1f}s")
-    cfg = from_dict(PretrainConfig, spec["pretrain"], "models.<model>.pretrain")
+    cfg = build(PretrainConfig, spec["pretrain"], "models.<model>.pretrain")
     pretrain(Path(args.corpus), tok_dir, out, cfg, log=log)
 
 
 def cmd_checkpoints(args, spec):
-    from ckptsweep.checkpoints.models import Checkpoint, write_manifest
+    from ckptsweep.checkpoints.manifest import pretrained_checkpoints, write_manifest
 
     if spec.get("source") == "hub":
-        from ckptsweep.checkpoints.models import resolve_hub
+        from ckptsweep.checkpoints.hub import resolve_hub
 
         _online()
         try:
@@ -113,21 +101,17 @@ def cmd_checkpoints(args, spec):
         write_manifest(args.out, rows)
         log(f"{len(rows)} checkpoints pinned -> {args.out}")
         return
-    rows = []
-    for step in spec.get("steps") or args.steps:
-        path = Path(args.pretrained) / f"step{step}"
-        info_file = path / "pretrain_info.json"
-        if not info_file.exists():
-            raise SystemExit(f"error: no checkpoint for step {step} in {args.pretrained}")
-        info = json.loads(info_file.read_text())
-        rows.append(Checkpoint(str(step), info["tokens"], "local", str(path.resolve())))
+    try:
+        rows = pretrained_checkpoints(args.pretrained, spec.get("steps") or args.steps)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
     write_manifest(args.out, rows)
     log(f"{len(rows)} checkpoints -> {args.out}")
 
 
 def cmd_prefetch_model(args, spec):
-    from ckptsweep.checkpoints.models import read_manifest
-    from ckptsweep.data.snapshots import prefetch_model
+    from ckptsweep.checkpoints.hub import prefetch_model
+    from ckptsweep.checkpoints.manifest import read_manifest
 
     _online()
     rows = list(read_manifest(args.manifest).values())
@@ -139,136 +123,28 @@ def cmd_prefetch_model(args, spec):
 
 
 def cmd_finetune(args, spec):
-    from ckptsweep.checkpoints.models import load_checkpoint
-    from ckptsweep.data.tasks import task_type
     from ckptsweep.device import set_threads
-    from ckptsweep.files import read_jsonl
-    from ckptsweep.train import distributed
-    from ckptsweep.train.finetune import FinetuneConfig, Interrupted, finetune
+    from ckptsweep.train.job import finetune_job
 
     set_threads(args.threads)
-    spec = dict(spec)
-    task = task_type(spec.pop("task"))
-    cfg = from_dict(FinetuneConfig, spec, "finetune")
-    if cfg.gpus > 1 and not distributed.launched():
-        # Several GPUs: this same command once per GPU under torchrun (does not return).
-        distributed.check_devices(cfg.gpus, cfg.device)
-        distributed.relaunch(cfg.gpus, args.argv, log)
-    if args.attempt > 1:
-        # A retry (after an out-of-memory failure, say): smaller micro-batches, same steps.
-        cfg = cfg.for_attempt(args.attempt)
-        log(f"attempt {args.attempt}: micro-batch {cfg.batch_size} x {cfg.grad_accum} "
-            f"accumulated (effective batch {cfg.effective_batch}, unchanged)")
-    if cfg.compile and args.compile_cache:
-        # Compiled kernels are shared by every fine-tune of the same architecture.
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(args.compile_cache).resolve()))
-    # Sharded: only the first process reads the weights; the others get their shards.
-    meta = distributed.launched() and int(os.environ["RANK"]) > 0
-    model, tok = load_checkpoint(args.manifest, args.step, meta=meta)
-    records = read_jsonl(args.train)
-    log(f"fine-tuning step {args.step} on {len(records)} {task.name} examples: {cfg}")
-    resume = Path(args.resume_dir) if args.resume_dir else None
-    try:
-        finetune(model, tok, task, records, cfg, Path(args.out), log=log, resume_dir=resume)
-    except Interrupted as e:
-        log(f"error: {e}")
-        raise SystemExit(143) from None  # 128 + SIGTERM: stopped, not broken
-
-
-def load_variant(manifest: str, step: str, folder: str | None, cfg):
-    """A variant of one checkpoint: the base model from the manifest (``folder`` None) or
-    a fine-tune's folder; with its prediction-cache key when the cache is on."""
-    from ckptsweep.checkpoints.models import checkpoint, load
-    from ckptsweep.evaluate.run import model_fingerprint
-
-    source, revision, remote = folder, None, False
-    if source is None:
-        c = checkpoint(manifest, step)
-        source, revision, remote = c.source, c.revision, c.trust_remote_code
-    model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
-    return model, tok, model_fingerprint(source, revision) if cfg.cache_dir else None
+    finetune_job(spec, args.manifest, args.step, args.train, args.out, args.resume_dir,
+                 args.attempt, args.compile_cache, args.argv)
 
 
 def cmd_evaluate(args, spec):
-    """Every variant of one checkpoint (the base from the manifest, fine-tunes from their
-    folders), each loaded once and scored on its eval sets: ``{out}/{variant}.parquet``.
-    The folder is written under a temporary name and renamed when complete, so a
-    stopped job never leaves a folder that looks finished."""
     from ckptsweep.device import set_threads
-    from ckptsweep.evaluate.run import EvalConfig, EvalSet, evaluate_model, write_predictions
+    from ckptsweep.evaluate.job import evaluate_checkpoint
 
     set_threads(args.threads)
-    ev = dict(spec["evaluation"])
-    ev["shots"] = tuple(ev["shots"])
-    if args.cache_dir is not None:  # the flag wins over the spec; "" turns the cache off
-        ev["cache_dir"] = args.cache_dir or None
-    cfg = from_dict(EvalConfig, ev, "evaluation")
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for variant in spec["variants"]:
-        model, tok, model_key = load_variant(args.manifest, spec["step"], variant["model"],
-                                             cfg)
-        sets = [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in variant["sets"]]
-        t0 = time.perf_counter()
-        df = evaluate_model(model, tok, sets, cfg, progress=log, model_key=model_key)
-        log(f"{variant['name']}: {len(df)} predictions in {time.perf_counter() - t0:.1f}s; "
-            f"{int(df['truncated'].sum())} prompts truncated")
-        summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
-        log(f"{variant['name']}: mean score per eval set, format and shots:\n"
-            + summary.to_string())
-        write_predictions(df, tmp / f"{variant['name']}.parquet")
-        del model
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    evaluate_checkpoint(spec, args.manifest, args.out, args.cache_dir)
 
 
 def cmd_ablation(args, spec):
-    """The prediction-method ablation of one model's final checkpoint: each variant (the
-    base from the manifest, fine-tunes from their folders) is loaded once and scores its
-    eval sets with every method; one parquet with ``model``, ``step`` and ``variant``."""
-    import pandas as pd
-
     from ckptsweep.device import set_threads
-    from ckptsweep.evaluate.run import (
-        ABLATION_SCHEMA,
-        METHODS,
-        EvalConfig,
-        EvalSet,
-        evaluate_model,
-        write_predictions,
-    )
+    from ckptsweep.evaluate.job import ablation
 
     set_threads(args.threads)
-    ev = dict(spec["evaluation"])
-    ev["shots"] = tuple(ev["shots"])
-    if args.cache_dir is not None:  # as for evaluate: the flag wins; "" turns it off
-        ev["cache_dir"] = args.cache_dir or None
-    cfg = from_dict(EvalConfig, ev, "evaluation")
-    unknown = [m for m in spec["methods"] if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"error: analysis.ablation.methods: unknown {unknown}; known: "
-                         f"{list(METHODS)}")
-    sets = {s["name"]: EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in spec["sets"]}
-    frames = []
-    t0 = time.perf_counter()
-    for variant in spec["variants"]:
-        model, tok, model_key = load_variant(args.manifest, spec["step"], variant["model"],
-                                             cfg)
-        for method in spec["methods"]:
-            log(f"{variant['name']}: method {method}")
-            df = evaluate_model(model, tok, [sets[n] for n in variant["sets"]],
-                                dataclasses.replace(cfg, method=method), progress=log,
-                                model_key=model_key)
-            frames.append(df.assign(model=spec["model"], step=int(spec["step"]),
-                                    variant=variant["name"]))
-        del model
-    df = pd.concat(frames, ignore_index=True)
-    log(f"{len(df)} predictions in {time.perf_counter() - t0:.1f}s")
-    summary = df.groupby(["variant", "eval_set", "shots", "method"], sort=False)["score"].mean()
-    log("accuracy per variant, eval set, shots and method:\n" + summary.to_string())
-    write_predictions(df, args.out, ABLATION_SCHEMA)
+    ablation(spec, args.manifest, args.out, args.cache_dir)
 
 
 def cmd_tables(args, spec):
@@ -414,7 +290,10 @@ def main(argv: list[str] | None = None) -> None:
         spec = json.loads(args.spec)
     except json.JSONDecodeError as e:
         raise SystemExit(f"error: --spec is not valid JSON: {e}") from None
-    args.fn(args, spec)
+    try:
+        args.fn(args, spec)
+    except ConfigError as e:  # a bad config value reached a job: name its key
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

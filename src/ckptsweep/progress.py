@@ -42,3 +42,8 @@ class Progress:
             rate = done / max(now - self.start, 1e-9)
             extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items())
             self.log(f"{self.desc}: {done}/{self.total} ({rate:.1f}/s) {extra}".rstrip())
+
+
+def log(msg: str) -> None:
+    """One timestamped line of a job's log, flushed at once (a killed job keeps it)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

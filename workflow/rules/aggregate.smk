@@ -20,7 +20,7 @@ rule aggregate:
         "../../envs/analysis.yaml"
     params:
         runs=get_runs_spec,
-        seed=config["analysis"].get("seed", 0),
+        seed=get_analysis_seed,
     script:
         "../scripts/aggregate.py"
 

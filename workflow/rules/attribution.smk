@@ -51,7 +51,7 @@ rule attribution_table:
     conda:
         "../../envs/analysis.yaml"
     params:
-        seed=lambda w: ATTRIBUTION.get("seed", 0),
-        n_boot=lambda w: ATTRIBUTION.get("n_boot", 1000),
+        seed=get_attribution_seed,
+        n_boot=get_attribution_n_boot,
     script:
         "../scripts/attribution_report.py"

@@ -2,7 +2,7 @@
 # snapshot of every dataset's splits in its hub schema (save_to_disk), fetched from the hub
 # on the submitting node or taken from the world's raw files; then one canonical,
 # sub-sampled copy of every dataset that every later job reads. Hub and world data take
-# the same prefetch -> snapshot -> prepare path (ckptsweep.snapshots, ckptsweep.adapters).
+# the same prefetch -> snapshot -> prepare path (ckptsweep.data.snapshots, ckptsweep.data.adapters).
 
 
 rule world:
@@ -73,7 +73,7 @@ rule prepare_data:
         "../../envs/data.yaml"
     params:
         spec=get_dataset_spec,
-        snapshot=lambda w, input: snapshot_folder(w.dataset, input.snapshot),
+        snapshot=get_snapshot_folder,
     shell:
         "ckptsweep prepare --spec {params.spec:q} --snapshot {params.snapshot:q}"
         " --out resources/data/{wildcards.dataset} > {log:q} 2>&1"

@@ -16,10 +16,10 @@ rule finetune:
     resources:
         # Snakemake's attempt (1, 2, ... with retries): a retry after an out-of-memory
         # failure halves the micro-batch and doubles accumulation (same effective batch).
-        attempt=lambda wildcards, attempt: attempt,
+        attempt=get_attempt,
         # The fine-tune's `gpus` setting (default 1). Above 1 the command below re-launches
         # itself as `torchrun --standalone --nproc-per-node <gpus> -m ckptsweep.cli
-        # finetune ...` (logged), the model sharded over the GPUs (ckptsweep.distributed:
+        # finetune ...` (logged), the model sharded over the GPUs (ckptsweep.train.distributed:
         # FSDP2, ZeRO-3-like). A profile's set-resources `finetune: gpu:` overrides this.
         gpu=get_finetune_gpus,
         # Host memory: the fine-tune's `mem_mb` setting per process x its GPUs, doubled

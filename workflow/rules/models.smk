@@ -40,7 +40,7 @@ rule checkpoints:
         "../../envs/data.yaml"
     params:
         spec=get_checkpoint_spec,
-        pretrained=lambda w, input: input.get("pretrained", ""),
+        pretrained=get_pretrained_folder,
     shell:
         "ckptsweep checkpoints --spec {params.spec:q} --pretrained {params.pretrained:q}"
         " --out {output.manifest:q} > {log:q} 2>&1"
@@ -59,9 +59,7 @@ rule prefetch_model:
     conda:
         "../../envs/data.yaml"
     params:
-        trust_remote_code=lambda w: config["models"][w.model].get(
-            "trust_remote_code", False
-        ),
+        trust_remote_code=get_trust_remote_code,
     shell:
         "ckptsweep prefetch-model --manifest {input.manifest:q}"
         " --trust-remote-code {params.trust_remote_code} --out {output.fetched:q} > {log:q} 2>&1"

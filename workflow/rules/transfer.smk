@@ -8,7 +8,7 @@ from ckptsweep.analysis.names import TRANSFER_FIGURES, TRANSFER_TABLES
 rule transfer_tables:
     input:
         predictions=get_transfer_predictions,
-        gold=lambda w: list(get_transfer_gold(w).values()),
+        gold=get_transfer_gold_files,
     output:
         summary="results/tables/transfer_summary.json",
         csv=expand("results/tables/{name}.csv", name=TRANSFER_TABLES),
@@ -30,7 +30,7 @@ rule transfer_tables:
         "../../envs/analysis.yaml"
     params:
         spec=get_transfer_spec,
-        gold=lambda w: get_transfer_gold(w),
+        gold=get_transfer_gold,
     script:
         "../scripts/transfer_tables.py"
 

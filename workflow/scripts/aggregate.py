@@ -4,7 +4,7 @@ import json
 import sys
 
 from ckptsweep.analysis.scores import build_tables, write_outputs
-from ckptsweep.checkpoints.models import read_manifest
+from ckptsweep.checkpoints.manifest import read_manifest
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's global)
 spec = json.loads(snakemake.params.runs)  # noqa: F821

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ckptsweep.analysis.figures import _save  # noqa: E402
-from ckptsweep.analysis.transfer import ALL  # noqa: E402
+from ckptsweep.analysis.transfer_population import ALL  # noqa: E402
 
 STAGE_COLORS = {"pre": "#0072B2", "post": "#D55E00"}
 

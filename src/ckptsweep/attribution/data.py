@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ckptsweep.data.world import ALL_FORMS, ATTRS, FORMS, fact, fact_id
+from ckptsweep.data.world.vocab import ALL_FORMS, ATTRS, FORMS, fact, fact_id
 
 QUERY_FORM = 0
 """The surface form of closed-book queries (form 0: "X lives in V.")."""

@@ -115,7 +115,7 @@ class States:
 
 def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir: Path,
         log=print) -> dict:
-    from ckptsweep.checkpoints.models import read_manifest
+    from ckptsweep.checkpoints.manifest import read_manifest
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}

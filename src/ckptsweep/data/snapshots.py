@@ -1,4 +1,4 @@
-"""Dataset snapshots and model prefetching: the only code that touches the hub.
+"""Dataset snapshots: the only data code that touches the hub.
 
 The submitting node (which can reach the hub) runs the ``prefetch`` and ``prefetch_model``
 local rules; compute jobs run with ``HF_HUB_OFFLINE=1`` and read only what those wrote:
@@ -11,6 +11,7 @@ local rules; compute jobs run with ``HF_HUB_OFFLINE=1`` and read only what those
   writes its world's raw data through the same writer, so both studies share this path.
 - models: ``huggingface_hub.snapshot_download`` of every pinned commit of the checkpoint
   manifest into ``HF_HOME``; ``resources/prefetch/{model}.json`` records what was fetched.
+  That is `ckptsweep.checkpoints.hub.prefetch_model`: model files belong to checkpoints.
 
 Reading a snapshot uses pyarrow directly (`read_split`), not ``datasets.load_from_disk``:
 the files are the same Arrow streams, but importing ``datasets`` costs about 0.8 s (mostly
@@ -21,7 +22,6 @@ that both readers return the same rows.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -29,10 +29,6 @@ from ckptsweep.files import read_jsonl
 
 SNAPSHOT_INFO = "snapshot.json"
 ROLES = ("train", "test")
-
-MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "tokenizer*"]
-"""What a checkpoint needs to load: configs, weights, tokenizer. Not the duplicate
-``*.bin`` / ``original/*.pth`` weights some repos also carry (Llama-3-8B: 16 GB more)."""
 
 
 class MissingSnapshot(FileNotFoundError):
@@ -150,49 +146,6 @@ def snapshot_rows(folder: str | Path, dataset: str, role: str) -> tuple[str, lis
     return split, read_split(path)
 
 
-# ---------------------------------------------------------------------------- models
-
-
-def prefetch_model(rows: list, trust_remote_code: bool = False) -> list[dict]:
-    """Download every (repo, commit) of a manifest into ``HF_HOME``; return what was
-    fetched. Weights in safetensors are preferred; ``*.bin`` only when a revision has no
-    safetensors; Python files only for a model block with ``trust_remote_code``."""
-    from huggingface_hub import HfApi, snapshot_download
-
-    api = HfApi()
-    fetched = []
-    for c in rows:
-        files = api.list_repo_files(c.source, revision=c.revision)
-        patterns = list(MODEL_FILES)
-        if not any(f.endswith(".safetensors") for f in files):
-            patterns.append("*.bin")
-        if trust_remote_code:
-            patterns.append("*.py")
-        path = snapshot_download(c.source, revision=c.revision, allow_patterns=patterns)
-        fetched.append({"step": c.step, "repo": c.source, "commit": c.revision,
-                        "path": str(path)})
-    return fetched
-
-
-def require_cached_model(source: str, revision: str | None) -> None:
-    """Raise `MissingSnapshot` if a hub model is not in the local cache while offline.
-
-    Checked before ``from_pretrained`` so the error says what to prefetch instead of a
-    connection error deep inside transformers."""
-    if Path(source).exists() or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("", "0",
-                                                                                  "false"):
-        return
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    found = try_to_load_from_cache(source, "config.json", revision=revision)
-    if not isinstance(found, str):
-        raise MissingSnapshot(
-            f"model {source} at revision {revision} is not in the Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}); compute jobs run offline (HF_HUB_OFFLINE=1). "
-            "Prefetch it on a node with hub access, with the same HF_HOME: snakemake "
-            "--configfile <your config> resources/prefetch/<model>.json (rule prefetch_model)")
-
-
 # ---------------------------------------------------------------------------- preparing
 
 
@@ -203,7 +156,7 @@ def prepare_snapshot(spec: dict, folder: str | Path, out: str | Path) -> dict[st
     ``spec``: {dataset, schema, task, n_train, n_test, train_fraction, evaluated, seed,
     options}. When ``train`` and ``test`` name the same hub split (GPT3NLI has only
     ``train``), the scored examples are drawn first and the training pool from the rest."""
-    from ckptsweep.data.adapters import prepare_rows, subsample
+    from ckptsweep.data.prepare import prepare_rows, subsample
     from ckptsweep.files import write_jsonl
 
     folder, out = Path(folder), Path(out)

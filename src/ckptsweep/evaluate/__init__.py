@@ -1,6 +1,17 @@
-"""Scoring one loaded model on eval sets × prompt formats × shot counts: the evaluation
-config, the predictions' schema, log-probabilities (with prefix sharing), label methods,
-the prediction cache and the job's run.
+"""Scoring one loaded model on eval sets × prompt formats × shot counts, one module per part:
+
+- ``config``: `EvalSet`, `EvalConfig` and the names of their fields' values (plain data,
+  imported by the parse-time study layer: no torch, transformers, pandas or pyarrow);
+- ``schema``: the predictions' parquet schema and `write_predictions`;
+- ``logprobs``: the model calls (log-probabilities with prefix sharing, generation);
+- ``labels``: label handling (lenient first tokens, the label trie, label words);
+- ``items``: the examples of a block: prompts within the context and candidates' tokens;
+- ``methods``: the predictions of each method (classification, multiple choice, generation);
+- ``cache``: the prediction cache and the checkpoints' fingerprints;
+- ``variants``: loading a base or fine-tuned variant with its cache key;
+- ``run``: the job's run, `evaluate_model`.
+
+This file imports nothing, so that importing ``ckptsweep.evaluate.config`` stays light.
 
 May import: ``train`` (nothing yet), ``checkpoints``, ``data`` and the ground floor.
 """

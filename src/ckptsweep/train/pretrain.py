@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ckptsweep.checkpoints.models import save
+from ckptsweep.checkpoints.load import save
 from ckptsweep.progress import Progress
 
 

@@ -1,0 +1,19 @@
+"""The model variants a job scores: the base checkpoint from the manifest or a fine-tune's
+folder, loaded with its prediction-cache key (`load_variant`)."""
+
+from __future__ import annotations
+
+from ckptsweep.checkpoints.load import load
+from ckptsweep.checkpoints.manifest import checkpoint
+from ckptsweep.evaluate.cache import model_fingerprint
+
+
+def load_variant(manifest: str, step: str, folder: str | None, cfg):
+    """A variant of one checkpoint: the base model from the manifest (``folder`` None) or
+    a fine-tune's folder; with its prediction-cache key when the cache is on."""
+    source, revision, remote = folder, None, False
+    if source is None:
+        c = checkpoint(manifest, step)
+        source, revision, remote = c.source, c.revision, c.trust_remote_code
+    model, tok = load(source, revision, dtype=cfg.dtype, trust_remote_code=remote)
+    return model, tok, model_fingerprint(source, revision) if cfg.cache_dir else None
