@@ -15,7 +15,7 @@ import yaml
 
 from ckptsweep.analysis import ablation as AB
 from ckptsweep.analysis import names as NAMES
-from ckptsweep.analysis.cost import GPUS_PER_JOB
+from ckptsweep.analysis.settings import GPUS_PER_JOB
 from ckptsweep.checkpoints.manifest import Checkpoint, write_manifest
 from ckptsweep.cli import main
 from ckptsweep.evaluate.schema import ABLATION_SCHEMA

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-GPUS_PER_JOB = {"pretrain": 1, "finetune": 1, "evaluate": 1, "ablation": 1}
+from ckptsweep.analysis.settings import GPUS_PER_JOB
+
 """Default GPUs per job of a rule for ``gpu_hours`` (any other rule: 0)."""
 PER_MODEL_RULES = ("pretrain", "checkpoints", "prefetch_model", "finetune", "evaluate",
                    "ablation")

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ckptsweep.analysis.stats import ALPHA, N_BOOT, bootstrap_ci
+from ckptsweep.analysis.settings import ALPHA, N_BOOT
+from ckptsweep.analysis.stats import bootstrap_ci
 from ckptsweep.files import atomic_write
 
 PROVENANCE = ["model", "step", "tokens", "variant", "train_task", "train_kind", "lr", "seed"]

@@ -22,8 +22,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import stats
 
-N_BOOT = 1000
-ALPHA = 0.05
+from ckptsweep.analysis.settings import ALPHA, N_BOOT
 
 
 def _clean(values) -> np.ndarray:

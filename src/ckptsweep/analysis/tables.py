@@ -111,7 +111,8 @@ def compute_tables(scores: pd.DataFrame, examples: pd.DataFrame | None,
 
 # ---------------------------------------------------------------- files
 
-def _write_table(out: Path, name: str, df: pd.DataFrame) -> list[Path]:
+def write_table(out: Path, name: str, df: pd.DataFrame) -> list[Path]:
+    """``{name}.csv`` and its ``.html`` twin for the report, each written atomically."""
     return [atomic_write(out / f"{name}.csv", lambda p: df.to_csv(p, index=False)),
             atomic_write(out / f"{name}.html", lambda p: df.to_html(
                 p, index=False, float_format=lambda x: f"{x:.4f}", na_rep="", border=0))]
@@ -134,12 +135,12 @@ def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_c
     out = Path(out_dir)
     paths = []
     for name, df in tables.items():
-        paths += _write_table(out, name, df)
+        paths += write_table(out, name, df)
     if benchmarks is not None:
-        paths += _write_table(out, "gpu_hours", gpu_hours(
+        paths += write_table(out, "gpu_hours", gpu_hours(
             benchmarks, cfg["gpus_per_job"], cfg["models"] or None, cfg["finetune_gpus"]))
     if ablation is not None:
-        paths += _write_table(out, "ablation", ablation_table(ablation, **boot_args(cfg)))
+        paths += write_table(out, "ablation", ablation_table(ablation, **boot_args(cfg)))
     text = json.dumps(json_safe(headline), indent=2, allow_nan=False) + "\n"
     paths.append(atomic_write(out / "summary.json", lambda p: p.write_text(text, "utf-8")))
     return paths

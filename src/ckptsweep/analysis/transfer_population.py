@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ckptsweep.analysis.stats import ALPHA, N_BOOT
+from ckptsweep.analysis.settings import ALPHA, N_BOOT
 
 METRICS = ("accuracy", "confidence", "gold_prob", "ece", "brier")
 """Per member, benchmark and stage. All but ``ece`` are means of a per-example value."""

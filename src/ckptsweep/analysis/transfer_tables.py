@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ckptsweep.analysis.names import TRANSFER_TABLES
+from ckptsweep.analysis.tables import write_table
 from ckptsweep.analysis.transfer_population import (
     ALL,
     METRICS,
@@ -272,19 +273,13 @@ def summary(tables: Mapping[str, pd.DataFrame], settings: Mapping) -> dict:
     return out
 
 
-def _write_table(out: Path, name: str, df: pd.DataFrame) -> list[Path]:
-    return [atomic_write(out / f"{name}.csv", lambda p: df.to_csv(p, index=False)),
-            atomic_write(out / f"{name}.html", lambda p: df.to_html(
-                p, index=False, float_format=lambda x: f"{x:.4f}", na_rep="", border=0))]
-
-
 def write_tables(tables: Mapping[str, pd.DataFrame], settings: Mapping, out: str | Path
                  ) -> list[Path]:
     """``{name}.csv`` + ``.html`` for every table and ``transfer_summary.json`` in ``out``."""
     out = Path(out)
     paths = []
     for name in TRANSFER_TABLES:
-        paths += _write_table(out, name, tables[name])
+        paths += write_table(out, name, tables[name])
     text = json.dumps(summary(tables, settings), indent=1, sort_keys=False) + "\n"
     paths.append(atomic_write(out / "transfer_summary.json", lambda p: p.write_text(text)))
     return paths

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from ckptsweep.analysis.settings import N_BOOT
 from ckptsweep.attribution.data import FactFinetuneConfig
 
 METHODS = ("bm25", "tracin", "tracin_cos", "embed_dot", "embed_cos", "random")
-"""Every attribution method, random (the floor) last."""
+"""Every attribution method, in the table's order, random (the floor) last."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class AttributionSettings:
     the bootstrap."""
     max_queries: int = 100
     """At most this many learned facts are traced (a seeded sample)."""
-    n_boot: int = 1000
+    n_boot: int = N_BOOT
     """Bootstrap resamples over queries."""
     device: str = "auto"
     """Torch device: auto (CUDA when available), cpu, cuda, cuda:1..."""

@@ -21,10 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ckptsweep.analysis.stats import bootstrap_ci
+from ckptsweep.attribution.config import METHODS  # noqa: F401  (the table's order)
 
 KS = (1, 3, 5, 10, 25)
-METHODS = ("bm25", "tracin", "tracin_cos", "embed_dot", "embed_cos", "random")
-"""Every method the stage reports, in table order."""
 
 
 def reciprocal_rank(ranked: Sequence, correct: set) -> float:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ckptsweep.attribution import protocol as proto
 from ckptsweep.attribution.bm25 import BM25Plus
+from ckptsweep.attribution.config import AttributionSettings, Tracin
 from ckptsweep.attribution.data import (
     FactFinetuneConfig,
     corpus_set,
@@ -32,6 +33,9 @@ from ckptsweep.attribution.data import (
     query_for,
 )
 from ckptsweep.device import resolve_device
+
+DEFAULTS = AttributionSettings()
+"""What a spec that leaves a key out gets (the workflow's specs hold every key)."""
 
 
 def load_eager(path: str, device: str = "cpu"):
@@ -123,7 +127,7 @@ def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir:
     table = read_manifest(manifest)
     steps = [str(s) for s in spec["steps"]]
     kind = spec["slice"]
-    device = resolve_device(spec.get("device", "cpu"))
+    device = resolve_device(spec.get("device", DEFAULTS.device))
 
     t = time.perf_counter()
     if kind == "finetune":
@@ -166,7 +170,7 @@ def trace(train: list[dict], proponents: dict[str, list[str]], queries: list[dic
     from ckptsweep.attribution import tracin
 
     timings = {} if timings is None else timings
-    seed = int(spec.get("seed", 0))
+    seed = int(spec.get("seed", DEFAULTS.seed))
     pad_id = tok.pad_token_id
     kind = spec.get("slice", "")
 
@@ -204,15 +208,16 @@ def trace(train: list[dict], proponents: dict[str, list[str]], queries: list[dic
         for a in set(r["answers"]):
             by_answer.setdefault(a, []).append(i)
     cand_rng = np.random.default_rng(seed + 1)
+    n = DEFAULTS.candidates
     qs, bm_scores, cands = [], [], []
     for qi in chosen:
         q = queries[qi]
         s = bm.scores(q["text"])
-        top = np.argsort(-s, kind="stable")[:spec.get("n_bm25", 100)].tolist()
+        top = np.argsort(-s, kind="stable")[:spec.get("n_bm25", n.bm25)].tolist()
         props = [index[d] for d in proponents[q["fact"]]]
         cands.append(proto.candidate_set(props, top, by_answer.get(q["answer"], []), len(train),
-                                         cand_rng, spec.get("n_same", 100),
-                                         spec.get("n_random", 100)))
+                                         cand_rng, spec.get("n_same", n.same_answer),
+                                         spec.get("n_random", n.random)))
         qs.append(q)
         bm_scores.append(s)
     union = sorted({i for c in cands for i in c})
@@ -223,13 +228,12 @@ def trace(train: list[dict], proponents: dict[str, list[str]], queries: list[dic
     scores: dict[str, np.ndarray] = {}
     dex = [tracin.doc_example(tok, train[i]["text"]) for i in union]
     qsel = [qex[i] for i in chosen]
-    methods = spec.get("methods", list(proto.METHODS))
+    methods = spec.get("methods", list(DEFAULTS.methods))
     if "tracin" in methods or "tracin_cos" in methods:
         t = time.perf_counter()
-        tc = spec.get("tracin", {})
+        tc = Tracin(**spec.get("tracin", {}))
         dot, cos = tracin.tracin(states, weights, qsel, dex, pad_id,
-                                 projection_dim=tc.get("projection_dim", 0), seed=seed,
-                                 chunk=tc.get("chunk", 16))
+                                 projection_dim=tc.projection_dim, seed=seed, chunk=tc.chunk)
         scores["tracin"], scores["tracin_cos"] = dot.numpy(), cos.numpy()
         timings["tracin"] = time.perf_counter() - t
     if "embed_dot" in methods or "embed_cos" in methods:

@@ -22,15 +22,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ckptsweep.analysis.names import ABLATION_METHODS
+from ckptsweep.analysis.settings import ALPHA, N_BOOT, AnalysisSettings
 from ckptsweep.attribution.config import AttributionSettings
 from ckptsweep.errors import ConfigError
 from ckptsweep.evaluate.config import EvalConfig
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 """The config's JSON schema (in the workflow, where Snakemake's catalog keeps it)."""
-GPUS_PER_JOB = {"pretrain": 1, "finetune": 1, "evaluate": 1, "ablation": 1}
-"""GPUs per job of each rule for the GPU-hours table (``analysis.gpus_per_job``)."""
 MEM_MB_PER_PROCESS = 32000
 """Host memory (MB) per process of a fine-tune without a ``mem_mb`` setting."""
 
@@ -197,44 +195,6 @@ class FinetuneBlock:
 
 
 @dataclass(frozen=True)
-class Ablation:
-    """``analysis.ablation``: the prediction-method ablation (the paper's Table 2)."""
-
-    methods: tuple[str, ...] = ABLATION_METHODS
-    """Prediction methods compared."""
-    eval_sets: tuple[str, ...] | None = None
-    """Classification eval sets scored (None: every in-domain classification set)."""
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """``analysis``: the AMURO & CHAR tables and figures."""
-
-    shots: int
-    """Shot count at which base and fine-tuned are compared (paper 4)."""
-    groups: Mapping[str, list]
-    """The paper's Table 5 grouping by design, as (eval set, training dataset) pairs."""
-    notes: Mapping[str, str] = field(default_factory=dict)
-    """Eval set -> a caveat shown beside it in the OOD MRC table."""
-    models: tuple[str, ...] | None = None
-    """Models whose evaluations form the scores table (None: every model)."""
-    format: str = "default"
-    """Format of the headline tables."""
-    seed: int = 0
-    """Bootstrap seed."""
-    n_boot: int = 1000
-    """Bootstrap resamples."""
-    rise_threshold: float = 0.1
-    """Base-score rise that puts an eval set in the data-decided pre-training group."""
-    min_base: float = 0.01
-    """Pairs whose base score is below this are skipped in ratios."""
-    gpus_per_job: Mapping[str, float] = field(default_factory=lambda: dict(GPUS_PER_JOB))
-    """GPUs per job of each rule, for the GPU-hours table."""
-    ablation: Ablation | None = None
-    """The prediction-method ablation; None: not run."""
-
-
-@dataclass(frozen=True)
 class TransferModel:
     """``transfer.models.<m>``: a population model with its labels."""
 
@@ -264,11 +224,11 @@ class Transfer:
     """Prompt format compared."""
     ece_bins: int = 10
     """Equal-width confidence bins of the ECE and the reliability diagrams."""
-    n_boot: int = 1000
+    n_boot: int = N_BOOT
     """Bootstrap resamples (of members, and of examples)."""
     seed: int = 0
     """Bootstrap seed."""
-    alpha: float = 0.05
+    alpha: float = ALPHA
     """Intervals are 1 - alpha percentile intervals."""
     min_members: int = 3
     """Fewest members a scale may have."""
@@ -288,7 +248,7 @@ class Study:
     """The fine-tunes of every checkpoint."""
     evaluation: EvalConfig
     """How every variant is evaluated."""
-    analysis: Analysis
+    analysis: AnalysisSettings
     """The AMURO & CHAR analysis."""
     threads: int = 1
     """Torch threads per job."""
@@ -314,11 +274,7 @@ class Study:
                                **{k: tuple(m[k]) for k in ("eval_sets", "finetune")
                                   if m.get(k) is not None})
                   for name, m in c["models"].items()}
-        a = c["analysis"]
-        analysis = _build(Analysis, a, ablation=_build(Ablation, a.get("ablation"),
-                                                       **_tuples(a.get("ablation"),
-                                                                 "methods", "eval_sets")),
-                          **_tuples(a, "models"))
+        analysis = AnalysisSettings.from_block(c["analysis"])
         t = c.get("transfer")
         transfer = None if t is None else _build(
             Transfer, t, models={n: _build(TransferModel, m, **_tuples(m, "steps"))
