@@ -319,11 +319,12 @@ def test_answer_words_sum_the_words_of_each_label(model, tokenizer, sets, tmp_pa
 
 
 @pytest.mark.parametrize("task, words, method, message", [
-    ("multiple_choice", {"a": ["b"]}, "loglik", "answer_words need a classification task"),
+    ("multiple_choice", {"a": ["b"]}, "loglik",
+     "datasets.rte.eval.answer_words: needs a classification task"),
     ("nli_binary", {"entailment": ["entailment"], "not_entailment": ["neutral"]}, "free",
-     "answer_words need a classification task scored by loglik or tokenprob"),
+     "answer_words: needs a classification task scored by loglik or tokenprob"),
     ("nli_binary", {"entailment": ["entailment"]}, "loglik",
-     r"answer_words needs exactly the labels \['entailment', 'not_entailment'\]"),
+     r"answer_words: needs exactly the labels \['entailment', 'not_entailment'\]"),
 ])
 def test_answer_words_errors_name_the_set(model, tokenizer, sets, task, words, method,
                                           message):
@@ -335,11 +336,20 @@ def test_answer_words_errors_name_the_set(model, tokenizer, sets, task, words, m
 def test_config_errors_before_any_work(model, tokenizer, sets):
     bad = EvalSet("mc_io", "multiple_choice", sets[2].test_path, sets[2].pool_path,
                   formats=("io",))
-    with pytest.raises(KeyError, match="no prompt format 'io'"):
+    with pytest.raises(ValueError, match=r"datasets\.mc_io\.eval\.formats: .*no format 'io'"):
         evaluate_model(model, tokenizer, [bad], CFG)
     no_pool = EvalSet("nli_np", "nli", sets[0].test_path, None)
     with pytest.raises(ValueError, match="pool_path"):
         evaluate_model(model, tokenizer, [no_pool], CFG)
+
+
+def test_an_empty_eval_file_fails_naming_it(model, tokenizer, sets, tmp_path):
+    """An eval set whose file has no records is an error, never a set that vanishes."""
+    empty = tmp_path / "test.jsonl"
+    empty.write_text("")
+    bad = EvalSet("nli_empty", "nli", empty, sets[0].pool_path)
+    with pytest.raises(ValueError, match=r"eval set 'nli_empty': .*test\.jsonl has no records"):
+        evaluate_model(model, tokenizer, [bad], CFG)
 
 
 def test_write_predictions_keeps_schema(frame, tmp_path):

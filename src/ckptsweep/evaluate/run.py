@@ -27,6 +27,7 @@ import torch
 from ckptsweep.data.prompts import sample_demos
 from ckptsweep.data.tasks import TaskType, check_record, task_type
 from ckptsweep.device import resolve_device
+from ckptsweep.errors import ConfigError
 from ckptsweep.evaluate.cache import PredictionCache, _block_key, _hash, weights_fingerprint
 from ckptsweep.evaluate.config import METHODS, SHARING, EvalConfig, EvalSet
 from ckptsweep.evaluate.items import _build_items, _Item, _Lm, _method
@@ -74,6 +75,10 @@ def _load_set(es: EvalSet, task: TaskType, need_pool: bool) -> tuple[list[dict],
     not depend on ``limit``.
     """
     test = read_jsonl(es.test_path)
+    if not test:
+        # An empty file is a broken input, never an eval set that silently vanishes.
+        raise ValueError(f"eval set {es.name!r}: {es.test_path} has no records "
+                         "(re-run its prepare_data job)")
     for n, record in enumerate(test, 1):
         check_record(task, record, f"{es.name}: {es.test_path}, record {n}")
     scored = test if es.limit is None else test[:es.limit]
@@ -87,6 +92,9 @@ def _load_set(es: EvalSet, task: TaskType, need_pool: bool) -> tuple[list[dict],
         check_record(task, record, f"{es.name}: {es.pool_path}, record {n}")
         if str(record["id"]) not in test_ids:
             pool.append(record)
+    if not pool:
+        raise ValueError(f"eval set {es.name!r}: {es.pool_path} holds no demonstration "
+                         f"outside {es.test_path} (few-shot prompts need its train split)")
     return scored, pool
 
 
@@ -99,33 +107,40 @@ def _sample(pool: list[dict], shots: int, seed: int, es: EvalSet, record: dict) 
 
 
 def _check(sets: list[EvalSet], cfg: EvalConfig) -> None:
-    """Fail before any model call on a config that would fail half-way through."""
+    """Fail before any model call on a config that would fail half-way through. Each is a
+    `ConfigError` naming the config key; ``ckptsweep.study.checks`` refuses the same
+    configs at parse time, before any job runs."""
     if cfg.dtype not in DTYPES:
-        raise ValueError(f"dtype {cfg.dtype!r} is not one of {sorted(DTYPES)}")
+        raise ConfigError("evaluation.dtype", f"{cfg.dtype!r} is not one of {sorted(DTYPES)}")
     if cfg.method not in METHODS:
-        raise ValueError(f"method {cfg.method!r} is not one of {list(METHODS)}")
+        raise ConfigError("evaluation.method", f"{cfg.method!r} is not one of {list(METHODS)}")
     if cfg.prefix_sharing not in SHARING:
-        raise ValueError(f"prefix_sharing {cfg.prefix_sharing!r} is not one of {list(SHARING)}")
+        raise ConfigError("evaluation.prefix_sharing",
+                          f"{cfg.prefix_sharing!r} is not one of {list(SHARING)}")
     if any(k < 0 for k in cfg.shots):
-        raise ValueError(f"shot counts must be >= 0, got {cfg.shots}")
+        raise ConfigError("evaluation.shots", f"shot counts must be >= 0, got {cfg.shots}")
     names = [es.name for es in sets]
     if len(set(names)) != len(names):
         raise ValueError(f"eval-set names are not unique: {names}")
     for es in sets:
         task = task_type(es.task)
         if task.kind not in ("classification", "multiple_choice", "generation"):
-            raise ValueError(f"eval set {es.name!r}: task type {task.name!r} "
-                             f"({task.kind}) cannot be evaluated")
+            raise ConfigError(f"datasets.{es.name}.eval", f"task type {task.name!r} "
+                              f"({task.kind}) cannot be evaluated")
         for fmt in es.formats:
-            task.template(fmt)  # raises a KeyError naming the formats the task has
+            if fmt not in task.formats:
+                raise ConfigError(f"datasets.{es.name}.eval.formats", f"task type "
+                                  f"{task.name!r} has no format {fmt!r}; it has "
+                                  f"{list(task.formats)}")
         if es.answer_words:
             if task.kind != "classification" or cfg.method not in ("loglik", "tokenprob"):
-                raise ValueError(f"eval set {es.name!r}: answer_words need a classification "
-                                 f"task scored by loglik or tokenprob, not {task.name!r} by "
-                                 f"{cfg.method!r}")
+                raise ConfigError(f"datasets.{es.name}.eval.answer_words", "needs a "
+                                  f"classification task scored by loglik or tokenprob, not "
+                                  f"{task.name!r} by {cfg.method!r}")
             if sorted(es.answer_words) != sorted(task.labels):
-                raise ValueError(f"eval set {es.name!r}: answer_words needs exactly the "
-                                 f"labels {list(task.labels)}, got {sorted(es.answer_words)}")
+                raise ConfigError(f"datasets.{es.name}.eval.answer_words",
+                                  f"needs exactly the labels {list(task.labels)}, got "
+                                  f"{sorted(es.answer_words)}")
 
 
 def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
