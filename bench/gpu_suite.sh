@@ -13,7 +13,7 @@
 #   e2e             a 6,000 x 3-epoch fine-tune (MNLI size), load + train + save,
 #                   packed and compiled (the setting a GPU run would use)
 #   evaluate        classification MFU, multiple choice with and without prefix sharing,
-#                   generation against the batch-1 path
+#                   generation against the batch-1 path, each at a fixed batch and at auto
 #   fsdp            the sharded fine-tune (FSDP2 on NCCL, one process), SIGTERM + resume
 # OUTDIR gets one log per part, JSON results, and summary.txt with every part's exit code
 # and seconds.

@@ -58,7 +58,7 @@ def cases(model):
 
 
 @pytest.mark.parametrize("sharing", SHARING)
-@pytest.mark.parametrize("batch_size", [1, 3, 16])
+@pytest.mark.parametrize("batch_size", [1, 3, 16, "auto"])
 def test_every_mode_equals_the_direct_computation(model, cases, sharing, batch_size):
     prompts, conts = cases
     with torch.inference_mode():

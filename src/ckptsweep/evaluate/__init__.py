@@ -3,6 +3,8 @@
 - ``config``: `EvalSet`, `EvalConfig` and the names of their fields' values (plain data,
   imported by the parse-time study layer: no torch, transformers, pandas or pyarrow);
 - ``schema``: the predictions' parquet schema and `write_predictions`;
+- ``batching``: how many sequences a model call takes (a number, or ``auto``'s token
+  budget per device) and the out-of-memory split-and-retry;
 - ``logprobs``: the model calls (log-probabilities with prefix sharing, generation);
 - ``labels``: label handling (lenient first tokens, the label trie, label words);
 - ``items``: the examples of a block: prompts within the context and candidates' tokens;

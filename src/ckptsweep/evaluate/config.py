@@ -69,8 +69,11 @@ class EvalConfig:
     text). It is also a stop string for generation: what follows it is a new example."""
     max_new_tokens: int = 60
     """Greedy generation length limit."""
-    batch_size: int = 32
-    """Sequences per forward pass (generation: prompts per ``generate`` call)."""
+    batch_size: int | str = 32
+    """Sequences per forward pass (generation: prompts per ``generate`` call), or ``auto``:
+    as many as a token budget per forward that suits the device allows, measured on it
+    (`batching`). Either way a batch that runs out of memory is split and retried. A speed
+    switch only: not part of the prediction cache's key."""
     max_length: int | None = None
     """Context budget in tokens, prompt plus answer; None: the model's
     ``max_position_embeddings``."""

@@ -17,6 +17,7 @@ import torch
 
 from ckptsweep.data.prompts import Prompt, build_prompt, prompt_hash, target
 from ckptsweep.data.tasks import TaskType, gold_text
+from ckptsweep.evaluate.batching import Batching
 from ckptsweep.evaluate.cache import _hash
 from ckptsweep.evaluate.config import EvalConfig, EvalSet
 from ckptsweep.evaluate.labels import lenient_label_tokens
@@ -36,11 +37,16 @@ class _Lm:
     model_key: str | None = None
     scoring_model: object = None
     """The model for scoring forwards: ``model`` or its ``torch.compile``."""
+    batching: Batching = None
+    """The batching of every model call (``cfg.batch_size``), shared so that what auto
+    chose, and lowered after running out of memory, holds for the whole evaluation."""
     _lenient: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.scoring_model is None:
             self.scoring_model = torch.compile(self.model) if self.cfg.compile else self.model
+        if self.batching is None:
+            self.batching = Batching(self.cfg.batch_size)
 
     def prompt_ids(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]

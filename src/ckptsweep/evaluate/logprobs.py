@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from transformers import GenerationConfig
 
+from ckptsweep.evaluate.batching import GENERATE, SCORE, Batching
 from ckptsweep.evaluate.config import SHARING
 
 
@@ -115,15 +116,17 @@ def _select_cache(cache, rows: torch.Tensor):
     return selected
 
 
-def _sequence_logprobs(model, prompts, continuations, batch_size, pad_id,
+def _sequence_logprobs(model, prompts, continuations, batching: Batching, pad_id,
                        share_prefix) -> list[list[list[float]]]:
     """``sequence`` and ``none`` sharing (`SHARING`)."""
     out: list[list[list[float]]] = [[[] for _ in conts] for conts in continuations]
     seqs, users = _sequences(prompts, continuations, share_prefix)
     order = sorted(range(len(seqs)), key=lambda s: -len(seqs[s]))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        keep = max(len(continuations[i][j]) for s in batch for i, j in users[s])
+    keeps = [max(len(continuations[i][j]) for i, j in users[s]) for s in order]
+
+    def run(rows: list[int]) -> None:
+        batch = [order[r] for r in rows]
+        keep = max(keeps[r] for r in rows)
         logp, _, _ = _last_log_softmax(model, [seqs[s] for s in batch], keep, pad_id)
         picks, where = [], []
         for row, s in enumerate(batch):
@@ -136,10 +139,13 @@ def _sequence_logprobs(model, prompts, continuations, batch_size, pad_id,
         for i, j, n in where:
             out[i][j] = flat[at:at + n]
             at += n
+
+    batching.each(model, SCORE, [(len(seqs[s]), k) for s, k in zip(order, keeps, strict=True)],
+                  run)
     return out
 
 
-def _cached_logprobs(model, prompts, continuations, batch_size,
+def _cached_logprobs(model, prompts, continuations, batching: Batching,
                      pad_id) -> list[list[list[float]]]:
     """``cache`` sharing (`SHARING`).
 
@@ -147,61 +153,70 @@ def _cached_logprobs(model, prompts, continuations, batch_size,
     logits of the last position only) gives every candidate's first token; where some
     candidate has more tokens, that forward keeps its KV cache, and the candidates' tokens
     but the last (each distinct one once per prompt) then run on top of it, right-padded
-    after the prompt's last column, in chunks of ``batch_size`` rows, each row with its
-    prompt's cache row, attention mask and position ids that continue the prompt's.
+    after the prompt's last column, in batches of their own (``batching``), each row with
+    its prompt's cache row, attention mask and position ids that continue the prompt's.
     """
     out: list[list[list[float]]] = [[[] for _ in conts] for conts in continuations]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        # Candidate rows: (row of the prompt in the batch, tokens to run after the prompt).
-        tails: dict[tuple[int, tuple[int, ...]], int] = {}
-        for row, i in enumerate(batch):
-            for cont in continuations[i]:
-                if len(cont) > 1:
-                    tails.setdefault((row, tuple(cont[:-1])), len(tails))
-        logp, cache, mask = _last_log_softmax(model, [prompts[i] for i in batch], 1, pad_id,
-                                              use_cache=bool(tails))
-        flat = _gather(logp, [(row, 0, cont[0]) for row, i in enumerate(batch)
-                              for cont in continuations[i]])
-        at = 0
-        for i in batch:
-            for j in range(len(continuations[i])):
-                out[i][j] = [flat[at]]
-                at += 1
-        if not tails:
-            continue
-        lengths = mask.sum(-1)
-        # A torch.compile'd model scores the prompts; the tails, a few tokens per row in
-        # ever-changing shapes (rows and widths of 1 force recompiles), run eagerly.
-        eager = getattr(model, "_orig_mod", model)
-        keys = sorted(tails, key=lambda key: -len(key[1]))
-        where = {key: (n // batch_size, n % batch_size) for n, key in enumerate(keys)}
-        results: list[list[float]] = []
-        for chunk_start in range(0, len(keys), batch_size):
-            chunk = keys[chunk_start:chunk_start + batch_size]
-            rows = torch.tensor([row for row, _ in chunk], device=mask.device)
-            ids, tail_mask = _right_pad([list(tail) for _, tail in chunk], pad_id)
-            tail_mask = tail_mask.to(mask.device)
-            positions = lengths[rows, None] + torch.arange(ids.shape[1], device=mask.device)
-            logits = eager(input_ids=ids.to(mask.device),
-                           attention_mask=torch.cat([mask[rows], tail_mask], dim=1),
-                           position_ids=positions, cache=_select_cache(cache, rows),
-                           use_cache=True).logits
-            results.append(logits.float().log_softmax(-1))
-        picks: dict[int, list] = {}
-        spans = []
+
+    def run(rows: list[int]) -> None:
+        batch = [order[r] for r in rows]
+        # Candidate rows: (row of the prompt in the batch, tokens to run after the prompt),
+        # each with the candidates (i, j) it scores.
+        tails: dict[tuple[int, tuple[int, ...]], list[tuple[int, int]]] = {}
         for row, i in enumerate(batch):
             for j, cont in enumerate(continuations[i]):
                 if len(cont) > 1:
-                    c, r = where[(row, tuple(cont[:-1]))]
-                    chunk_picks = picks.setdefault(c, [])
-                    spans.append((i, j, c, len(chunk_picks), len(cont) - 1))
-                    chunk_picks += [(r, k, t) for k, t in enumerate(cont[1:])]
-        gathered = {c: _gather(results[c], p) for c, p in picks.items()}
-        for i, j, c, a, n in spans:
-            out[i][j] += gathered[c][a:a + n]
+                    tails.setdefault((row, tuple(cont[:-1])), []).append((i, j))
+        logp, cache, mask = _last_log_softmax(model, [prompts[i] for i in batch], 1, pad_id,
+                                              use_cache=bool(tails))
+        flat = iter(_gather(logp, [(row, 0, cont[0]) for row, i in enumerate(batch)
+                                   for cont in continuations[i]]))
+        # Kept here until the whole batch is scored: a batch split after running out of
+        # memory is run again (`Batching.each`).
+        scored = {(i, j): [next(flat)] for i in batch for j in range(len(continuations[i]))}
+        if tails:
+            _tail_logprobs(model, batching, pad_id, continuations, cache, mask, tails, scored)
+        for (i, j), values in scored.items():
+            out[i][j] = values
+
+    batching.each(model, SCORE, [(len(prompts[i]), 1) for i in order], run)
     return out
+
+
+def _tail_logprobs(model, batching: Batching, pad_id: int, continuations, cache, mask, tails,
+                   scored: dict) -> None:
+    """The candidates' tokens after the first, run on top of their prompts' KV cache: each
+    candidate's log-probabilities appended to its first token's in ``scored``."""
+    lengths = mask.sum(-1)
+    # A torch.compile'd model scores the prompts; the tails, a few tokens per row in
+    # ever-changing shapes (rows and widths of 1 force recompiles), run eagerly.
+    eager = getattr(model, "_orig_mod", model)
+    keys = sorted(tails, key=lambda key: -len(key[1]))
+
+    def run(rows: list[int]) -> None:
+        chunk = [keys[r] for r in rows]
+        index = torch.tensor([row for row, _ in chunk], device=mask.device)
+        ids, tail_mask = _right_pad([list(tail) for _, tail in chunk], pad_id)
+        tail_mask = tail_mask.to(mask.device)
+        positions = lengths[index, None] + torch.arange(ids.shape[1], device=mask.device)
+        logits = eager(input_ids=ids.to(mask.device),
+                       attention_mask=torch.cat([mask[index], tail_mask], dim=1),
+                       position_ids=positions, cache=_select_cache(cache, index),
+                       use_cache=True).logits
+        picks, spans = [], []
+        for r, key in enumerate(chunk):
+            for i, j in tails[key]:
+                cont = continuations[i][j]
+                spans.append((i, j, len(picks), len(cont) - 1))
+                picks += [(r, k, t) for k, t in enumerate(cont[1:])]
+        flat = _gather(logits.float().log_softmax(-1), picks)
+        for i, j, at, n in spans:
+            scored[(i, j)] = scored[(i, j)][:1] + flat[at:at + n]
+
+    # A tail row holds its prompt's whole cache row (the selected copy) and its own tokens.
+    width = mask.shape[1]
+    batching.each(model, SCORE, [(width + len(key[1]), len(key[1])) for key in keys], run)
 
 
 def cache_pays(prompt: list[int], candidates: Sequence[list[int]]) -> bool:
@@ -217,19 +232,23 @@ def cache_pays(prompt: list[int], candidates: Sequence[list[int]]) -> bool:
 
 
 def token_logprobs(model, prompts: Sequence[list[int]],
-                   continuations: Sequence[Sequence[list[int]]], batch_size: int,
-                   pad_id: int, sharing: str = "auto") -> list[list[list[float]]]:
+                   continuations: Sequence[Sequence[list[int]]],
+                   batch_size: int | str | Batching, pad_id: int,
+                   sharing: str = "auto") -> list[list[list[float]]]:
     """Log-probability of every token of each continuation (token ids) given its prompt.
 
     ``continuations[i]`` are the candidates of ``prompts[i]``. ``sharing`` (`SHARING`)
     picks how the prompt's computation is shared between its candidates; every mode gives
     the log-probabilities of the direct computation (one forward of prompt + candidate)
-    up to float rounding. ``batch_size`` bounds the sequences per forward. Each forward
-    makes one gather and one device-to-host copy.
+    up to float rounding. ``batch_size`` bounds the sequences per forward: a number of
+    them, ``auto`` (a token budget) or the job's `batching.Batching` (whose budgets and
+    out-of-memory history it then shares). Each forward makes one gather and one
+    device-to-host copy.
     """
     if sharing not in SHARING:
         raise ValueError(f"prefix sharing {sharing!r} is not one of {list(SHARING)}")
     _check_inputs(prompts, continuations)
+    batching = Batching.of(batch_size)
     if sharing == "auto":
         on_cache = [cache_pays(p, c) for p, c in zip(prompts, continuations, strict=True)]
     else:
@@ -241,28 +260,30 @@ def token_logprobs(model, prompts: Sequence[list[int]],
             continue
         ps, cs = [prompts[i] for i in subset], [continuations[i] for i in subset]
         if cached:
-            values = _cached_logprobs(model, ps, cs, batch_size, pad_id)
+            values = _cached_logprobs(model, ps, cs, batching, pad_id)
         else:
-            values = _sequence_logprobs(model, ps, cs, batch_size, pad_id, sharing != "none")
+            values = _sequence_logprobs(model, ps, cs, batching, pad_id, sharing != "none")
         for i, v in zip(subset, values, strict=True):
             out[i] = v
     return out
 
 
 def continuation_logprobs(model, prompts: Sequence[list[int]],
-                          continuations: Sequence[Sequence[list[int]]], batch_size: int,
-                          pad_id: int, sharing: str = "auto") -> list[list[float]]:
+                          continuations: Sequence[Sequence[list[int]]],
+                          batch_size: int | str | Batching, pad_id: int,
+                          sharing: str = "auto") -> list[list[float]]:
     """Summed log-likelihood of each continuation given its prompt (`token_logprobs`)."""
     per_token = token_logprobs(model, prompts, continuations, batch_size, pad_id, sharing)
     return [[math.fsum(c) for c in cands] for cands in per_token]
 
 
 def generate_texts(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,
-                   stops: Sequence[str], batch_size: int, pad_id: int,
+                   stops: Sequence[str], batch_size: int | str | Batching, pad_id: int,
                    cache_implementation: str | None = None) -> list[str]:
     """Greedy continuations of prompts (token ids), batched longest first with left
     padding, stopped at EOS or at a stop string and cut there (whitespace stripped).
-    ``cache_implementation`` is passed to ``generate`` (e.g. ``static``)."""
+    ``cache_implementation`` is passed to ``generate`` (e.g. ``static``); ``batch_size``
+    as in `token_logprobs`, a row's width being its prompt plus ``max_new_tokens``."""
     eos_ids = _eos_ids(model, tokenizer)
     stops = [s for s in stops if s]  # an empty stop string would end generation at once
     config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens,
@@ -271,8 +292,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[list[int]], max_new_token
                               cache_implementation=cache_implementation)
     texts = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+
+    def run(rows: list[int]) -> None:
+        batch = [order[r] for r in rows]
         ids, mask = _left_pad([prompts[i] for i in batch], pad_id)
         out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                              generation_config=config, tokenizer=tokenizer)
@@ -282,6 +304,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[list[int]], max_new_token
             end = next((k for k, t in enumerate(new) if t in eos_ids), len(new))
             text = tokenizer.decode(new[:end], skip_special_tokens=True)
             texts[i] = cut_at_stop(text, stops).strip()
+
+    batching = Batching.of(batch_size)
+    batching.each(model, GENERATE, [(len(prompts[i]) + max_new_tokens, 1) for i in order], run)
     return texts
 
 

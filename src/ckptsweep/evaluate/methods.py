@@ -73,7 +73,7 @@ def _label_token_logprobs(lm: _Lm, items: list[_Item]) -> list[list[list[list[fl
     """Per item, label and spelling variant: the per-token log-probabilities."""
     conts = [[ids for variants in it.cands for ids in variants] for it in items]
     per_token = token_logprobs(lm.scoring_model, [it.ids for it in items], conts,
-                               lm.cfg.batch_size, lm.pad_id, lm.cfg.prefix_sharing)
+                               lm.batching, lm.pad_id, lm.cfg.prefix_sharing)
     return [_regroup(values, it.cands) for values, it in zip(per_token, items, strict=True)]
 
 
@@ -88,7 +88,7 @@ def _tokenprob_logprobs(lm: _Lm, items: list[_Item]) -> list[list[float]]:
         tokens.append([sorted(s) for s in sets])
     conts = [[[t] for toks in per_label for t in toks] for per_label in tokens]
     values = continuation_logprobs(lm.scoring_model, [it.ids for it in items], conts,
-                                   lm.cfg.batch_size, lm.pad_id, lm.cfg.prefix_sharing)
+                                   lm.batching, lm.pad_id, lm.cfg.prefix_sharing)
     return [[max(v) for v in _regroup(vals, per_label)]
             for vals, per_label in zip(values, tokens, strict=True)]
 
@@ -125,7 +125,7 @@ def _choice_results(lm: _Lm, task: TaskType, method: str, items: list[_Item]) ->
 
 def _generate(lm: _Lm, items: list[_Item], max_new_tokens: int) -> list[str]:
     return generate_texts(lm.model, lm.tokenizer, [it.ids for it in items], max_new_tokens,
-                          _stops(lm.cfg), lm.cfg.batch_size, lm.pad_id,
+                          _stops(lm.cfg), lm.batching, lm.pad_id,
                           cache_implementation=lm.cfg.generation_cache)
 
 

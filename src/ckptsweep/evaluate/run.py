@@ -180,10 +180,12 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
                                                   demos)
                     rows.extend(block)
                     done += 1
+                    note = lm.batching.note()  # read per block, so each change shows once
                     if progress:
                         seconds = time.perf_counter() - started
                         progress(f"[{done}/{n_blocks}] {es.name} {fmt} {shots}-shot: "
                                  f"{len(block)} examples ({n_cached} from the cache), "
                                  f"{sum(r['truncated'] for r in block)} truncated, "
-                                 f"{seconds:.1f} s ({len(block) / max(seconds, 1e-9):.1f}/s)")
+                                 f"{seconds:.1f} s ({len(block) / max(seconds, 1e-9):.1f}/s)"
+                                 + (f"; {note}" if note else ""))
     return pd.DataFrame(rows, columns=list(COLUMNS))
