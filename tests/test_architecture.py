@@ -8,7 +8,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "ckptsweep"
 # Top to bottom: a module may import from its own part and from the parts below it.
-LAYERS = ["cli", "study", "attribution", "analysis", "evaluate", "train", "checkpoints",
+LAYERS = ["cli", "operate", "study", "attribution", "analysis", "evaluate", "train", "checkpoints",
           "data", "ground"]
 GROUND = {"files", "device", "progress", "errors", "__init__"}
 MAX_LINES = 400

@@ -16,6 +16,8 @@ from ckptsweep.analysis.settings import GPUS_PER_JOB
 PER_MODEL_RULES = ("pretrain", "checkpoints", "prefetch_model", "finetune", "evaluate",
                    "ablation")
 """Rules whose benchmark files are ``{rule}/{model}...``: filtered by ``analysis.models``."""
+PLANNED = ["planned_jobs", "planned_hours", "planned_gpu_hours"]
+"""The plan's columns (beside the measured ``jobs``, ``hours`` and ``gpu_hours``)."""
 
 
 def _read_benchmark(path: Path) -> pd.DataFrame:
@@ -32,7 +34,8 @@ def _read_benchmark(path: Path) -> pd.DataFrame:
 def gpu_hours(benchmark_dir: str | os.PathLike,
               gpus_per_job: Mapping[str, float] | None = None,
               models: Sequence[str] | None = None,
-              finetune_gpus: Mapping[str, float] | None = None) -> pd.DataFrame:
+              finetune_gpus: Mapping[str, float] | None = None,
+              planned: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
     """Wall-clock and GPU hours per rule (stage) from Snakemake ``benchmark:`` files, like
     the paper's Table 3.
 
@@ -46,7 +49,10 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
     ``cpu_time`` (NaN where absent). A last row ``rule = "total"`` sums the others. With
     ``models`` (``analysis.models``), the per-model rules' files of other models and the
     transfer rules' files are left out, so the table covers the analysed models only,
-    whatever else ran beside them."""
+    whatever else ran beside them. With ``planned`` (rule -> {jobs, hours, gpu_hours}:
+    `ckptsweep.operate.plan.planned_by_rule`, the plan made from the study before any job
+    ran) the columns ``planned_jobs``, ``planned_hours`` and ``planned_gpu_hours`` stand
+    beside the measured ones; a planned rule with no finished job gets a row of zeros."""
     gpus = dict(GPUS_PER_JOB if gpus_per_job is None else gpus_per_job)
     finetune_gpus = dict(finetune_gpus or {})
     root = Path(benchmark_dir)
@@ -68,6 +74,12 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
                      "max_rss_mb": df["max_rss"].max() if "max_rss" in df else np.nan})
     cols = ["rule", "jobs", "runs", "hours", "cpu_hours", "max_rss_mb", "gpus_per_job",
             "gpu_hours"]
+    if planned is not None:
+        cols += PLANNED
+        rows += [{"rule": rule, "jobs": 0, "runs": 0, "seconds": 0.0, "gpu_seconds": 0.0,
+                  "cpu_seconds": np.nan, "max_rss_mb": np.nan}
+                 for rule, p in planned.items()
+                 if rule not in {r["rule"] for r in rows} and p.get("gpu_hours", 0) > 0]
     if not rows:
         return pd.DataFrame(columns=cols)
     per = pd.DataFrame(rows).groupby("rule", sort=True).agg(
@@ -85,4 +97,9 @@ def gpu_hours(benchmark_dir: str | os.PathLike,
              "hours": per["hours"].sum(), "cpu_hours": per["cpu_hours"].sum(min_count=1),
              "max_rss_mb": per["max_rss_mb"].max(), "gpus_per_job": np.nan,
              "gpu_hours": per["gpu_hours"].sum()}
+    if planned is not None:
+        for col in PLANNED:
+            key = col.removeprefix("planned_")
+            per[col] = per["rule"].map(lambda r, k=key: (planned.get(r) or {}).get(k, np.nan))
+            total[col] = per[col].sum(min_count=1)
     return pd.concat([per[cols], pd.DataFrame([total], columns=cols)], ignore_index=True)

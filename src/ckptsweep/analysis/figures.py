@@ -350,7 +350,8 @@ def write_figures(tables: Mapping[str, pd.DataFrame] | str | os.PathLike,
 
     Every figure of ``FIGURE_NAMES`` is written: one whose tables are missing (tables of
     an imported scores file have no per-example tables) gets a "no data" note instead.
-    ``ablation`` is drawn only when the ablation table is there."""
+    ``ablation`` is drawn only when the ablation table is there, ``gpu_hours`` (planned
+    against measured) only when the GPU-hours table is."""
     if not isinstance(tables, Mapping):
         tables = read_tables(tables)
     out = Path(out_dir)
@@ -377,4 +378,8 @@ def write_figures(tables: Mapping[str, pd.DataFrame] | str | os.PathLike,
                 paths += fig_mrc_cross_task(tables["mrc_cross_task"], out)
         if "ablation" in tables:
             paths += fig_ablation(tables["ablation"], out)
+        if "gpu_hours" in tables:
+            from ckptsweep.analysis.cost_figure import fig_gpu_hours
+
+            paths += fig_gpu_hours(tables["gpu_hours"], out, _save, _no_data)
     return paths

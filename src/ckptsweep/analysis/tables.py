@@ -121,13 +121,15 @@ def write_table(out: Path, name: str, df: pd.DataFrame) -> list[Path]:
 def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_cfg: Mapping,
                  out_dir: str | os.PathLike,
                  benchmarks: str | os.PathLike | None = None,
-                 ablation: pd.DataFrame | None = None) -> list[Path]:
+                 ablation: pd.DataFrame | None = None,
+                 planned: Mapping[str, Mapping[str, float]] | None = None) -> list[Path]:
     """Write every table as ``{name}.csv`` + ``{name}.html`` and ``summary.json`` into
     ``out_dir`` (each file atomically); returns the paths written.
 
     Without ``examples`` the per-example tables are skipped (see ``compute_tables``). With
     ``benchmarks`` (a Snakemake benchmarks folder) ``gpu_hours.csv``/``.html`` are written
-    too, GPUs per job from ``analysis_cfg["gpus_per_job"]`` (default ``GPUS_PER_JOB``);
+    too, GPUs per job from ``analysis_cfg["gpus_per_job"]`` (default ``GPUS_PER_JOB``),
+    with the plan's columns beside them when ``planned`` is given (`cost.gpu_hours`);
     with ``ablation`` (the ablation's predictions) ``ablation.csv``/``.html``
     (`ablation_table`, bootstrap settings of ``analysis_cfg``)."""
     tables, headline = compute_tables(scores, examples, analysis_cfg)
@@ -138,7 +140,8 @@ def write_tables(scores: pd.DataFrame, examples: pd.DataFrame | None, analysis_c
         paths += write_table(out, name, df)
     if benchmarks is not None:
         paths += write_table(out, "gpu_hours", gpu_hours(
-            benchmarks, cfg["gpus_per_job"], cfg["models"] or None, cfg["finetune_gpus"]))
+            benchmarks, cfg["gpus_per_job"], cfg["models"] or None, cfg["finetune_gpus"],
+            planned))
     if ablation is not None:
         paths += write_table(out, "ablation", ablation_table(ablation, **boot_args(cfg)))
     text = json.dumps(json_safe(headline), indent=2, allow_nan=False) + "\n"
