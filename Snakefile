@@ -26,6 +26,11 @@ include: "workflow/rules/attribution.smk"
 report: "workflow/report/workflow.rst"
 
 
+onstart:
+    if GUARD_STOP and not STUDY.confirm_rerun:
+        raise WorkflowError(GUARD)
+
+
 rule all:
     default_target: True
     input:

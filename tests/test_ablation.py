@@ -88,8 +88,10 @@ def test_ablation_without_a_classification_set_is_named():
 # ------------------------------------------------------------------ the CLI verb
 
 @pytest.fixture
-def ablation_job(tiny_model, tiny_tokenizer, tmp_path):
-    """A base checkpoint with its manifest, a 'fine-tune' folder and an NLI eval set."""
+def ablation_job(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
+    """A base checkpoint with its manifest, a 'fine-tune' folder and an NLI eval set, in
+    the project root (a manifest's local checkpoints lie under it)."""
+    monkeypatch.chdir(tmp_path)
     for name in ("ckpt", "ft"):
         tiny_model.save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
@@ -213,7 +215,7 @@ def test_dry_run_has_one_ablation_job_per_model_and_its_outputs():
         assert path in out, path
     inputs = re.search(r"rule ablation:\n\s+input: (.*)", out).group(1).split(", ")
     # the base's manifest, only the fine-tunes trained on an ablation set's `of`, its data
-    assert inputs == ["resources/checkpoints/tiny.tsv", "results/models/tiny/30/nli-lr1e-3-s0",
+    assert inputs == ["resources/checkpoints/tiny/30.tsv", "results/models/tiny/30/nli-lr1e-3-s0",
                       "results/models/tiny/30/nli-lr1e-3-s1", "resources/data/nli/train.jsonl",
                       "resources/data/nli/test.jsonl"]
 

@@ -87,8 +87,8 @@ def test_hellaswag_completion_prompt_is_lm_evaluation_harness():
 
 def test_a_schema_refuses_a_task_it_does_not_convert_to(tmp_path):
     raw = write_jsonl(tmp_path / "raw" / "test.jsonl", [HUB_RECORDS["hellaswag"]])
-    with pytest.raises(ValueError, match="converts to task type 'completion' or "
-                                         "'multiple_choice', but the config says 'nli'"):
+    with pytest.raises(ValueError, match="datasets.hubset.task: schema 'hellaswag' converts to "
+                       "task type 'completion' or 'multiple_choice', not 'nli'"):
         prepare_split("hellaswag", "nli", raw, tmp_path / "out.jsonl", "hubset")
 
 

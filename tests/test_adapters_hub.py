@@ -143,7 +143,9 @@ def fake_hub(monkeypatch):
 
 
 def prepare(name: str, d: dict, tmp: Path, **over) -> tuple[list, list]:
-    d = {**d, **over}
+    # The fake hub holds a few rows per split: keep them all, unless a test asks for a
+    # sample (the paper's n_train of 1000 would be refused as a short split).
+    d = {**d, "n_train": None, "n_test": None, **over}
     snap = tmp / "snapshots" / name
     prefetch_dataset({"dataset": name, "source": "hub", "hub": d["hub"]}, snap)
     spec = {"dataset": name, "schema": d["schema"], "task": d["task"],
@@ -222,7 +224,7 @@ def test_canonical_records_keep_the_hub_meaning(tmp_path, fake_hub):
 
 def test_one_hub_split_for_pool_and_test_keeps_them_disjoint(tmp_path, fake_hub):
     d = dict(PAPER["datasets"]["gpt3nli"], n_test=5, n_train=None)
-    train, test = prepare("gpt3nli", d, tmp_path)
+    train, test = prepare("gpt3nli", d, tmp_path, n_test=5)
     assert len(test) == 5 and len(train) == 7
     assert not {r["id"] for r in train} & {r["id"] for r in test}
 
@@ -293,8 +295,10 @@ def test_offline_jobs_name_the_model_to_prefetch(tmp_path, monkeypatch):
 def test_adapter_options_are_checked():
     rec = {"sentence1": "a", "sentence2": "b", "label": 4.5, "idx": 0}
     assert convert("stsb", rec, 0, "s", {"threshold": 5.0})["label"] == 0
-    from ckptsweep.data.adapters import check_options
+    from ckptsweep.data.adapters import check_dataset
 
-    check_options("stsb", {"threshold": 3})
-    with pytest.raises(ValueError, match="schema 'paws' takes no option"):
-        check_options("paws", {"threshold": 3})
+    check_dataset("s", "stsb", "paraphrase", {"threshold": 3})
+    with pytest.raises(ValueError, match=r"datasets\.p\.options: schema 'paws' takes no option"):
+        check_dataset("p", "paws", "paraphrase", {"threshold": 3})
+    with pytest.raises(ValueError, match=r"datasets\.p\.task: schema 'paws' converts to"):
+        check_dataset("p", "paws", "nli", None)

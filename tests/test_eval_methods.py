@@ -241,7 +241,7 @@ def test_methods_apply_to_classification_only(model, tokenizer, sets):
 
 
 def test_unknown_method_fails_early(model, tokenizer, sets):
-    with pytest.raises(ValueError, match="method 'beam'"):
+    with pytest.raises(ValueError, match="evaluation.method: 'beam' is not one of"):
         evaluate_model(model, tokenizer, sets, _cfg(method="beam"))
 
 

@@ -31,8 +31,10 @@ SPEC = {"task": "nli", "lr": 1e-3, "epochs": 2, "batch_size": 2, "warmup": 0.1,
 
 
 @pytest.fixture
-def job(tiny_tokenizer, tiny_model, tmp_path):
-    """A checkpoint on disk, its manifest and a training file: what the CLI reads."""
+def job(tiny_tokenizer, tiny_model, tmp_path, monkeypatch):
+    """A checkpoint on disk, its manifest and a training file: what the CLI reads, from
+    the project root (a manifest's local checkpoints lie under it)."""
+    monkeypatch.chdir(tmp_path)
     ckpt = tmp_path / "ckpt"
     tiny_model.save_pretrained(ckpt)
     tiny_tokenizer.save_pretrained(ckpt)
@@ -118,6 +120,13 @@ def test_near_its_slurm_time_limit_a_job_saves_and_stops(job, monkeypatch):
     resumed = subprocess.run(command(job, spec=spec), capture_output=True, text=True,
                              timeout=300)  # no SLURM_JOB_ID: no deadline
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # Snakemake truncates a job's log when it re-runs it: the resumed attempt's log opens
+    # with the interrupted attempt's lines, then says where it resumed and what it ran.
+    log = resumed.stdout
+    earlier = log.index("--- the earlier attempt(s) of this fine-tune")
+    assert log.index("the job's time limit is near: stopped after step 1 of") > earlier
+    assert log.index("--- this attempt ---") < log.index("resumed from")
+    assert "(resumed at step 1: this attempt ran" in log
     model, _ = load(job / "out")
     assert torch.equal(weights(model), reference(job))
 

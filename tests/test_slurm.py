@@ -453,7 +453,7 @@ def test_killed_snakemake_then_rerun_incomplete_resumes(runs, home, tmp_path, fa
     assert make.returncode == 0, make.stdout + make.stderr
     linked = home / ".config/snakemake/slurm"
     assert linked.resolve() == (work / "profiles/slurm").resolve()
-    manifest = work / "resources/checkpoints/tiny.tsv"
+    manifest = work / "resources/checkpoints/tiny/30.tsv"
     args = (NLI, "--profile", "slurm", "--configfile", TINY)
     run = Run(work, home, *args, "--forcerun", "checkpoints")
     try:

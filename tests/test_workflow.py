@@ -70,7 +70,9 @@ def test_demo_dry_run_lists_the_whole_grid():
     assert counts["finetune"] == n_steps * n_ft + n_pop
     assert counts["evaluate"] == n_steps + n_pop
     assert counts["prepare_data"] == len(cfg["datasets"])
-    assert counts["pretrain"] == 1 + len(pop)
+    # One pre-training job and one manifest per checkpoint (adding a step runs its own).
+    assert counts["pretrain"] == counts["checkpoints"] == n_steps + n_pop
+    assert counts["tokenizer"] == 1  # one per vocabulary size, shared by the models
 
 
 def test_configfile_replaces_the_default_config():
@@ -180,3 +182,47 @@ def test_editing_epochs_of_one_task_reruns_only_its_jobs(tiny_run):
     assert task == "nli"
     assert counts == {"finetune": n, "evaluate": steps, "ablation": 1, "aggregate": 1,
                       "tables": 1, "figures": 1, "all": 1, "total": n + steps + 5}
+
+
+@pytest.mark.parametrize("grow, expected", [
+    # A checkpoint between the finished ones: its pre-training (from the nearest finished
+    # state), manifest, fine-tunes and evaluation; no finished checkpoint's jobs.
+    (lambda c: c["models"]["tiny"]["steps"].insert(1, 20),
+     {"pretrain": 1, "checkpoints": 1, "finetune": 4, "evaluate": 1}),
+    # A seed: its fine-tunes, and each checkpoint's evaluation (the finished variants come
+    # back from the prediction cache) and the ablation, which reads the nli fine-tunes.
+    (lambda c: c["finetune"]["tasks"]["nli"].update(seeds=[0, 1, 2]),
+     {"finetune": 2, "evaluate": 2, "ablation": 1}),
+    # An eval set: every evaluation of the models that score it; nothing is fine-tuned.
+    (lambda c: c["datasets"].update(summ_ood={"task": "summarization", "schema": "xsum",
+                                               "n_test": 8, "eval": {"of": "summ",
+                                                                     "role": "ood"}}),
+     {"prepare_data": 1, "evaluate": 2}),
+])
+def test_growing_the_grid_runs_only_the_new_cells(tiny_run, grow, expected):
+    counts = edited(tiny_run, grow, "grown")
+    aggregates = {"aggregate", "tables", "figures", "transfer_tables", "transfer_figures",
+                  "attribution_table", "all", "total"}
+    assert {k: v for k, v in counts.items() if k not in aggregates} == expected
+
+
+def test_a_changed_setting_stops_a_real_run_before_any_job(tiny_run):
+    """A config change that would redo finished fine-tunes is said in the dry run, with the
+    jobs and the keys, and stops a real run before any job runs or any output is deleted;
+    confirm_rerun lets it go on."""
+    def more_epochs(c):
+        c["finetune"]["tasks"]["nli"] = {**c["finetune"]["tasks"]["nli"], "epochs": 3}
+
+    edited(tiny_run, more_epochs, "epochs3")
+    config = "tests/config/epochs3.yaml"
+    out = dry("--configfile", config, cwd=tiny_run)
+    assert "would redo finished expensive jobs: 4 finetune, 2 evaluate, 1 ablation" in out
+    assert "results/models/tiny/10/nli-lr1e-3-s0: its spec changed: epochs" in out
+    model = tiny_run / "results/models/tiny/10/nli-lr1e-3-s0"
+    before = {p: p.stat().st_mtime_ns for p in model.rglob("*")}
+    real = snakemake("--cores", "1", "--configfile", config, cwd=tiny_run, check=False)
+    assert real.returncode != 0
+    assert "A real run stops here" in real.stdout + real.stderr
+    assert {p: p.stat().st_mtime_ns for p in model.rglob("*")} == before
+    confirmed = dry("--configfile", config, "--config", "confirm_rerun=True", cwd=tiny_run)
+    assert job_counts(confirmed)["finetune"] == 4

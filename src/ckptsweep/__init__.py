@@ -3,6 +3,7 @@
 One subpackage per stage. Imports run one way, down this list (a test enforces it):
 
 - ``cli``: the one command-line entry point (argparse and dispatch);
+- ``operate``: the operator's verbs: the cost plan before submitting, the status board;
 - ``study``: parse time, pure Python: the typed study config, the grid, job specs, checks;
 - ``attribution``: fact tracing (FTRACE): protocol, data, BM25, TracIn, embeddings, report;
 - ``analysis``: statistics, scores, AMURO & CHAR tables and figures, transfer, cost;

@@ -68,23 +68,27 @@ def cmd_prepare(args, spec):
         log(f"{spec['dataset']}/{split}: {n} records")
 
 
-def cmd_pretrain(args, spec):
-    from ckptsweep.data.tokenizer import train_tokenizer
-    from ckptsweep.device import set_threads
-    from ckptsweep.train.pretrain import PretrainConfig, pretrain
+def cmd_tokenizer(args, spec):
+    from ckptsweep.data.tokenizer import VOCAB_SIZE, train_tokenizer
 
-    set_threads(args.threads)
-    out = Path(args.out)
-    tok_dir = out / "tokenizer"
     texts = [json.loads(line)["text"] for line in open(args.corpus)]
     extra = Path(args.lines).read_text().splitlines()
     single = json.loads(Path(args.world_info).read_text())["single_token_words"]
     t0 = time.perf_counter()
-    tok = train_tokenizer(texts, extra, spec["tokenizer"].get("vocab_size", 2048), tok_dir,
-                          required_single=single)
+    tok = train_tokenizer(texts, extra, spec.get("tokenizer", {}).get("vocab_size", VOCAB_SIZE),
+                          Path(args.out), required_single=single)
     log(f"tokenizer: {len(tok)} tokens in {time.perf_counter() - t0:.1f}s")
-    cfg = build(PretrainConfig, spec["pretrain"], "models.<model>.pretrain")
-    pretrain(Path(args.corpus), tok_dir, out, cfg, log=log)
+
+
+def cmd_pretrain(args, spec):
+    from ckptsweep.device import set_threads
+    from ckptsweep.train.pretrain import PretrainConfig, pretrain
+
+    set_threads(args.threads)
+    key = f"models.{spec['model']}"
+    cfg = build(PretrainConfig, spec["pretrain"], f"{key}.pretrain")
+    pretrain(Path(args.corpus), Path(args.tokenizer), Path(args.out), cfg, int(spec["step"]),
+             Path(args.resume_dir) if args.resume_dir else None, key=key, log=log)
 
 
 def cmd_checkpoints(args, spec):
@@ -136,7 +140,7 @@ def cmd_evaluate(args, spec):
     from ckptsweep.evaluate.job import evaluate_checkpoint
 
     set_threads(args.threads)
-    evaluate_checkpoint(spec, args.manifest, args.out, args.cache_dir)
+    evaluate_checkpoint(spec, args.manifest, args.out, args.cache_dir, args.default_cache_dir)
 
 
 def cmd_ablation(args, spec):
@@ -144,7 +148,7 @@ def cmd_ablation(args, spec):
     from ckptsweep.evaluate.job import ablation
 
     set_threads(args.threads)
-    ablation(spec, args.manifest, args.out, args.cache_dir)
+    ablation(spec, args.manifest, args.out, args.cache_dir, args.default_cache_dir)
 
 
 def cmd_tables(args, spec):
@@ -197,6 +201,37 @@ def cmd_attribute(args, spec):
         f"{info['seconds']:.1f}s -> {args.out}")
 
 
+def cmd_advise(args, spec):
+    import pandas as pd
+
+    from ckptsweep.analysis.advisor_report import compute_advice, write_advice
+    from ckptsweep.analysis.advisor_settings import AdvisorSettings
+
+    # The spec is the advisor config block; flags given on the command line override it.
+    flags = ("epsilon", "alpha", "seed", "n_boot", "top_k", "tokens_per_step", "n_params",
+             "mfu", "peak_tflops", "finetune_hours", "eval_hours", "proxy_cost", "roles")
+    try:
+        settings = AdvisorSettings.from_block(spec, **{f: getattr(args, f) for f in flags})
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+    def read(path):
+        if path is None:
+            return None
+        return pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+
+    tables, notes = compute_advice(
+        read(args.scores), settings, examples=read(args.examples),
+        predictions_dir=args.predictions, benchmarks=args.benchmarks, bpb=read(args.bpb),
+        proxy=read(args.proxy), transfer_metrics=read(args.transfer))
+    for note in notes:
+        log(f"note: {note}")
+    paths = write_advice(tables, Path(args.out))
+    log(f"advice on {len(tables['advisor'])} groups ({settings.epsilon=}, "
+        f"{settings.alpha=}), {len(tables['predictors_groups'])} predictor checks -> "
+        f"{args.out} ({len(paths)} files)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="ckptsweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -216,13 +251,19 @@ def main(argv: list[str] | None = None) -> None:
     s = verb("prepare", cmd_prepare, "convert one dataset's snapshot to canonical records")
     s.add_argument("--snapshot", required=True, help="resources/snapshots/{dataset}")
     s.add_argument("--out", required=True)
-    s = verb("pretrain", cmd_pretrain, "train a tokenizer and pre-train a tiny OLMo")
+    s = verb("tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer on the world")
     s.add_argument("--corpus", required=True)
     s.add_argument("--lines", required=True)
     s.add_argument("--world-info", required=True, help="world.json (words that must be "
                    "single tokens)")
-    s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
+    s = verb("pretrain", cmd_pretrain, "pre-train a tiny OLMo to one checkpoint step")
+    s.add_argument("--corpus", required=True)
+    s.add_argument("--tokenizer", required=True, help="the tokenizer folder")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--resume-dir", help="training states of this model's run, outside the "
+                   "job's outputs: started from, and added to")
+    s.add_argument("--out", required=True, help="the checkpoint's folder")
     s = verb("checkpoints", cmd_checkpoints, "write the checkpoint manifest (hub: resolve "
              "steps to branches pinned to commits)")
     s.add_argument("--pretrained", default="", help="pre-training folder (source: pretrain)")
@@ -251,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--cache-dir", help="prediction cache folder (overrides the spec's "
                    "evaluation.cache_dir; an empty string turns the cache off)")
+    s.add_argument("--default-cache-dir", help="prediction cache folder when the spec's "
+                   "evaluation.cache_dir is null (the workflow's resources/cache/predictions)")
     s.add_argument("--out", required=True, help="folder for one {variant}.parquet each")
     s = verb("ablation", cmd_ablation, "score the base and fine-tunes of one checkpoint "
              "with every classification prediction method (the paper's Table 2)")
@@ -258,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--cache-dir", help="prediction cache folder (overrides the spec's "
                    "evaluation.cache_dir; an empty string turns the cache off)")
+    s.add_argument("--default-cache-dir", help="prediction cache folder when the spec's "
+                   "evaluation.cache_dir is null (the workflow's resources/cache/predictions)")
     s.add_argument("--out", required=True)
     s = verb("tables", cmd_tables, "write every table for a scores file")
     s.add_argument("--scores", required=True)
@@ -278,11 +323,49 @@ def main(argv: list[str] | None = None) -> None:
 
     s = verb("attribute", cmd_attribute, "fact tracing (FTRACE) of one model and slice: "
              "BM25, TracIn and embeddings on the learned facts")
-    s.add_argument("--manifest", required=True, help="checkpoint manifest")
+    s.add_argument("--manifest", required=True, nargs="+", help="checkpoint manifest(s)")
     s.add_argument("--world-info", required=True, help="world.json (facts and pools)")
     s.add_argument("--corpus", help="corpus.jsonl (the pretrain slice's training set)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True, help="folder: queries.csv and info.json")
+
+    s = verb("advise", cmd_advise, "checkpoint advice on a finished grid (best, the last "
+             "checkpoint's regret, earliest non-inferior, compute saved) and cheap predictors "
+             "validated against it; --spec is the advisor block")
+    s.add_argument("--scores", required=True, help="scores parquet (results/scores.parquet "
+                   "or an import such as results/imported/amurochar.parquet)")
+    s.add_argument("--examples", help="per-example scores (results/examples.parquet): a "
+                   "paired bootstrap; without it, a normal test on the intervals")
+    s.add_argument("--predictions", help="results/predictions: the base models' label "
+                   "log-probabilities as predictors (needs --examples)")
+    s.add_argument("--benchmarks", help="Snakemake benchmarks folder: measured fine-tune "
+                   "and evaluation GPU hours")
+    s.add_argument("--bpb", help="per-example bits-per-byte table of the base models "
+                   "(parquet or CSV; needs --examples)")
+    s.add_argument("--proxy", help="scores of the proxy fine-tunes (scores schema)")
+    s.add_argument("--transfer", help="transfer_metrics.csv of the transfer population")
+    s.add_argument("--epsilon", type=float, help="non-inferiority margin (metric units)")
+    s.add_argument("--alpha", type=float, help="level of the one-sided test")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--n-boot", type=int)
+    s.add_argument("--top-k", type=int)
+    s.add_argument("--roles", nargs="+", help="eval roles (id, ood, cross-task, benchmark)")
+    s.add_argument("--tokens-per-step", type=float, help="pre-training tokens per step "
+                   "(default: the scores' tokens / step)")
+    s.add_argument("--n-params", type=float, help="model parameters N (6N FLOPs per token)")
+    s.add_argument("--mfu", type=float, help="assumed pre-training MFU")
+    s.add_argument("--peak-tflops", type=float, help="peak TFLOP/s of one GPU")
+    s.add_argument("--finetune-hours", type=float, help="GPU hours of one fine-tune where "
+                   "no benchmark file has it")
+    s.add_argument("--eval-hours", type=float, help="GPU hours of one variant's evaluation "
+                   "where no benchmark file has it")
+    s.add_argument("--proxy-cost", type=float, help="a proxy fine-tune's cost as a fraction "
+                   "of a full one")
+    s.add_argument("--out", required=True, help="folder for the tables and figures")
+
+    from ckptsweep.operate.verbs import register  # plan, status (argparse only)
+
+    register(verb)
 
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-launch (finetune)

@@ -3,7 +3,7 @@ from ckptsweep.analysis.names import FIGURE_NAMES, TABLE_NAMES
 
 # Outputs stay static: the ablation's table and figure exist only with its config block.
 TABLES = [*TABLE_NAMES, "gpu_hours", *([] if ABLATION is None else ["ablation"])]
-FIGURES = [*FIGURE_NAMES, *([] if ABLATION is None else ["ablation"])]
+FIGURES = [*FIGURE_NAMES, "gpu_hours", *([] if ABLATION is None else ["ablation"])]
 
 
 rule aggregate:

@@ -2,8 +2,12 @@
 # are computed by the package (ckptsweep.study), so tests exercise exactly what the dry
 # run shows; the functions here are one-line wrappers that Snakemake calls.
 import os
+import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
+from ckptsweep.operate.guard import summary
 from ckptsweep.study import grid, specs
 from ckptsweep.study import transfer as population
 from ckptsweep.study.checks import check
@@ -16,6 +20,19 @@ config.update(
 )
 STUDY = Study.from_config(config, validated=True)
 check(STUDY)
+
+# Finished expensive jobs that a changed setting would redo: said in every dry run, and a
+# real run stops before any job unless confirm_rerun (onstart, in the Snakefile). Not in
+# the jobs themselves (a cluster job parses the workflow too).
+GUARD, GUARD_STOP = "", False
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    GUARD, GUARD_STOP = summary(
+        STUDY,
+        Path.cwd(),
+        " ".join(map(str, workflow.overwrite_configfiles or [])) or "FILE",
+    )
+    if GUARD:
+        print(GUARD, file=sys.stderr)
 
 # Hub downloads land in HF_HOME on the submitting node and compute jobs read them offline:
 # every job, on a cluster node too, must see the same folder (Hugging Face's default
@@ -32,6 +49,7 @@ wildcard_constraints:
     step=r"[A-Za-z0-9_]+",
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     ft=r"[A-Za-z][A-Za-z0-9_]*-lr[0-9.e-]+-s[0-9]+",
+    vocab=r"[0-9]+",
 
 
 THREADS = STUDY.threads
@@ -40,6 +58,9 @@ EVAL_SETS = grid.eval_sets(STUDY)
 ABLATION = grid.ablation(STUDY)
 ATTRIBUTION = STUDY.attribution
 jsonarg = specs.jsonarg
+# Predictions are cached by everything that changes one (evaluation.cache_dir: null):
+# re-running a checkpoint's evaluation recomputes only what is new.
+PREDICTION_CACHE = "resources/cache/predictions"
 
 
 def get_final_outputs():
@@ -83,32 +104,49 @@ def get_pretrain_threads(wildcards):
     return specs.pretrain_threads(STUDY, wildcards.model)
 
 
+def get_tokenizer_spec(wildcards):
+    return specs.tokenizer(wildcards.vocab)
+
+
+def get_tokenizer(wildcards):
+    return specs.tokenizer_folder(STUDY, wildcards.model)
+
+
 def get_pretrain_spec(wildcards):
-    return specs.pretrain(STUDY, wildcards.model)
+    return specs.pretrain(STUDY, wildcards.model, wildcards.step)
+
+
+def get_pretrain_priority(wildcards):
+    return specs.pretrain_priority(STUDY, wildcards.model, wildcards.step)
+
+
+def get_pretrain_resume_dir(wildcards):
+    return specs.pretrain_resume_dir(wildcards.model)
 
 
 def get_checkpoint_source(wildcards):
     if STUDY.models[wildcards.model].source == "pretrain":
-        return {"pretrained": f"resources/pretrained/{wildcards.model}"}
+        return {"pretrained": specs.pretrained(wildcards.model, wildcards.step)}
     return {}
 
 
 def get_pretrained_folder(wildcards, input):
-    return input.get("pretrained", "")
+    """The folder holding the model's step folders (empty for hub models)."""
+    return str(Path(input.pretrained).parent) if "pretrained" in input.keys() else ""
 
 
 def get_checkpoint_spec(wildcards):
-    return specs.checkpoints(STUDY, wildcards.model)
+    return specs.checkpoints(STUDY, wildcards.model, wildcards.step)
 
 
 def get_trust_remote_code(wildcards):
     return STUDY.models[wildcards.model].trust_remote_code
 
 
-def get_model_prefetch(model):
+def get_model_prefetch(model, step):
     """Hub weights are fetched on the submitting node before any job loads them."""
     if STUDY.models[model].source == "hub":
-        return {"prefetched": f"resources/prefetch/{model}.json"}
+        return {"prefetched": specs.prefetched(model, step)}
     return {}
 
 
@@ -118,9 +156,9 @@ def get_model_prefetch(model):
 def get_finetune_input(wildcards):
     ft = grid.finetune(STUDY, wildcards.ft, wildcards.model)
     return {
-        "manifest": specs.manifest(wildcards.model),
+        "manifest": specs.manifest(wildcards.model, wildcards.step),
         "train": specs.data(ft.dataset, "train"),
-        **get_model_prefetch(wildcards.model),
+        **get_model_prefetch(wildcards.model, wildcards.step),
     }
 
 
@@ -151,15 +189,15 @@ def get_resume_dir(wildcards):
 def get_eval_input(wildcards):
     """The checkpoint (manifest), its fine-tunes and every eval set's splits."""
     return {
-        "manifest": specs.manifest(wildcards.model),
-        **get_model_prefetch(wildcards.model),
+        "manifest": specs.manifest(wildcards.model, wildcards.step),
+        **get_model_prefetch(wildcards.model, wildcards.step),
         "models": [
             specs.finetuned(wildcards.model, wildcards.step, variant)
             for variant in grid.variants(STUDY, wildcards.model)[1:]
         ],
         **{
             f"{name}_{split}": specs.data(name, split)
-            for name in EVAL_SETS
+            for name in specs.evaluated_sets(STUDY, wildcards.model)
             for split in ("train", "test")
         },
     }
@@ -175,8 +213,8 @@ def get_ablation_input(wildcards):
     step = grid.final_step(STUDY, wildcards.model)
     plan = grid.ablation(STUDY, wildcards.model)
     return {
-        "manifest": specs.manifest(wildcards.model),
-        **get_model_prefetch(wildcards.model),
+        "manifest": specs.manifest(wildcards.model, step),
+        **get_model_prefetch(wildcards.model, step),
         "models": [
             specs.finetuned(wildcards.model, step, v["name"])
             for v in plan["variants"]
@@ -216,7 +254,11 @@ def get_all_predictions(wildcards):
 
 
 def get_manifests(wildcards):
-    return [specs.manifest(model) for model in grid.analysis_models(STUDY)]
+    return [
+        specs.manifest(model, step)
+        for model in grid.analysis_models(STUDY)
+        for step in grid.steps(STUDY, model)
+    ]
 
 
 def get_runs_spec(wildcards):
@@ -268,7 +310,10 @@ def get_attribution_targets():
 
 def get_attribution_input(wildcards):
     return {
-        "manifest": specs.manifest(wildcards.model),
+        "manifest": [
+            specs.manifest(wildcards.model, str(step))
+            for step in specs.attribution_steps(STUDY, wildcards.model, wildcards.slice)
+        ],
         "info": "resources/world/world.json",
         "corpus": "resources/world/corpus.jsonl",
     }

@@ -19,9 +19,13 @@ rule evaluate:
     threads: THREADS
     params:
         spec=get_eval_spec,
+        # Predictions of unchanged variants and sets come back from it when a grown
+        # study re-runs this checkpoint's job (a new fine-tune, a new eval set).
+        cache=PREDICTION_CACHE,
     shell:
         "ckptsweep evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
-        " --threads {threads} --out {output.predictions:q} > {log:q} 2>&1"
+        " --threads {threads} --default-cache-dir {params.cache:q}"
+        " --out {output.predictions:q} > {log:q} 2>&1"
 
 
 # The prediction-method ablation (the paper's Table 2; config analysis.ablation): one job
@@ -41,6 +45,8 @@ rule ablation:
     threads: THREADS
     params:
         spec=get_ablation_spec,
+        cache=PREDICTION_CACHE,
     shell:
         "ckptsweep ablation --spec {params.spec:q} --manifest {input.manifest:q}"
-        " --threads {threads} --out {output.predictions:q} > {log:q} 2>&1"
+        " --threads {threads} --default-cache-dir {params.cache:q}"
+        " --out {output.predictions:q} > {log:q} 2>&1"

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 from ckptsweep.analysis.scores import build_tables, write_outputs
 from ckptsweep.checkpoints.manifest import read_manifest
@@ -10,7 +11,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's
 spec = json.loads(snakemake.params.runs)  # noqa: F821
 tokens = {}
 for path in snakemake.input.manifests:  # noqa: F821
-    model = path.rsplit("/", 1)[1].removesuffix(".tsv")
+    model = Path(path).parent.name  # resources/checkpoints/{model}/{step}.tsv
     tokens.update({(model, c.step): c.tokens for c in read_manifest(path).values()})
 for run in spec["runs"]:
     run["tokens"] = tokens[(run["model"], run["step"])]

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ckptsweep.analysis import stats
 from ckptsweep.analysis.mrc import PRIMARY, select_pair
+from ckptsweep.errors import ConfigError
 
 
 def trend_verdict(diff: float, low: float, high: float, threshold: float) -> str:
@@ -72,8 +73,9 @@ def group_units(changes: pd.DataFrame, groups: Mapping[str, list], shots: int | 
     for group, pairs in groups.items():
         for i, pair in enumerate(pairs):
             if pair["eval"] not in known:
-                raise ValueError(f"group {group!r} names eval set {pair['eval']!r}, which has "
-                                 f"no fine-tuned scores; known: {sorted(known)}")
+                raise ConfigError(f"analysis.groups.{group}[{i}].eval", f"eval set "
+                                  f"{pair['eval']!r} has no fine-tuned scores; known: "
+                                  f"{sorted(known)}")
             sel = select_pair(changes, pair, shots, fmt)
             parts.append(changes[sel].assign(group=group, pair=i))
     cols = ["model", "group", "pair", "step", "eval_set", "train_task", "lr"]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ckptsweep.analysis import stats
+from ckptsweep.errors import ConfigError
 
 PRIMARY = ("accuracy", "rouge_l")
 CELL = ["model", "step", "eval_set", "format", "shots", "metric"]
@@ -90,13 +91,13 @@ def _pair_units(changes: pd.DataFrame, pairs: list, shots: int | None,
     parts = []
     for i, pair in enumerate(pairs):
         if pair["eval"] not in known:
-            raise ValueError(f"{where} names eval set {pair['eval']!r}, which has no "
-                             f"fine-tuned scores; known: {sorted(known)}")
+            raise ConfigError(f"{where}[{i}].eval", f"eval set {pair['eval']!r} has no "
+                              f"fine-tuned scores; known: {sorted(known)}")
         part = changes[select_pair(changes, pair, shots, fmt)]
         if part.empty:
-            raise ValueError(f"{where}: pair {dict(pair)} selects no fine-tuned scores "
-                             f"(shots {pair.get('shots', shots)}, format "
-                             f"{pair.get('format', fmt)})")
+            raise ConfigError(f"{where}[{i}]", f"pair {dict(pair)} selects no fine-tuned "
+                              f"scores (shots {pair.get('shots', shots)}, format "
+                              f"{pair.get('format', fmt)})")
         parts.append(part.assign(pair=i))
     return pd.concat(parts, ignore_index=True) if parts else changes.iloc[:0].assign(pair=0)
 
@@ -120,7 +121,7 @@ def mrc_cross_task(changes: pd.DataFrame, seed: int, n_boot: int = stats.N_BOOT,
     rows = []
     if pairs:
         for direction, plist in pairs.items():
-            units = _pair_units(changes, list(plist), shots, fmt, f"cross_task {direction!r}")
+            units = _pair_units(changes, list(plist), shots, fmt, f"cross_task.{direction}")
             for model in sorted(changes["model"].unique()):
                 rows.append({"model": model, "direction": direction,
                              **mrc_stats(units[units["model"] == model], seed, n_boot, alpha)})

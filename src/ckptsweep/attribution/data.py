@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ckptsweep.data.world.vocab import ALL_FORMS, ATTRS, FORMS, fact, fact_id
+from ckptsweep.errors import ConfigError
 
 QUERY_FORM = 0
 """The surface form of closed-book queries (form 0: "X lives in V.")."""
@@ -82,12 +83,13 @@ def _values(world: dict) -> dict[str, list[str]]:
 def make_finetune_set(world: dict, cfg: FactFinetuneConfig) -> tuple[list[dict], dict]:
     """(abstracts, {fact id: [abstract ids]}) of the closed-book fact fine-tune."""
     if not 1 <= cfg.facts_per_doc <= len(ATTRS):
-        raise ValueError(f"attribution.finetune.facts_per_doc must lie in 1..{len(ATTRS)}")
+        raise ConfigError("attribution.finetune.facts_per_doc", f"must lie in 1..{len(ATTRS)}")
     rng = random.Random(f"{world['config']['seed']}/attribution/{cfg.seed}")
     values = _values(world)
     names = list(world["pools"]["names"])
     if cfg.people >= len(names):
-        raise ValueError(f"attribution.finetune.people must be below the pool size {len(names)}")
+        raise ConfigError("attribution.finetune.people", f"{cfg.people} must be below the "
+                          f"world's pool of people ({len(names)}, world.n_people)")
     people = rng.sample(names, cfg.people)
     others = [n for n in names if n not in set(people)]
     fixed = {p: {a: rng.choice(values[a]) for a in ATTRS} for p in people}

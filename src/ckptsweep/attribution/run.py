@@ -33,6 +33,7 @@ from ckptsweep.attribution.data import (
     query_for,
 )
 from ckptsweep.device import resolve_device
+from ckptsweep.errors import ConfigError
 
 DEFAULTS = AttributionSettings()
 """What a spec that leaves a key out gets (the workflow's specs hold every key)."""
@@ -117,14 +118,14 @@ class States:
                 yield load_eager(p, self.device)[0]
 
 
-def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir: Path,
+def run(spec: dict, manifest: str | list[str], world_info: str, corpus: str | None, out_dir: Path,
         log=print) -> dict:
-    from ckptsweep.checkpoints.manifest import read_manifest
+    from ckptsweep.checkpoints.manifest import read_manifests
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     world = json.loads(Path(world_info).read_text())
-    table = read_manifest(manifest)
+    table = read_manifests([manifest] if isinstance(manifest, str | Path) else manifest)
     steps = [str(s) for s in spec["steps"]]
     kind = spec["slice"]
     device = resolve_device(spec.get("device", DEFAULTS.device))
@@ -150,7 +151,7 @@ def run(spec: dict, manifest: str, world_info: str, corpus: str | None, out_dir:
         weights = pretrain_weights([int(s) for s in steps], spec.get("pretrain", {}))
         state_names = steps
     else:
-        raise SystemExit(f"error: attribution slice {kind!r} is not one of finetune, pretrain")
+        raise ConfigError("attribution.slices", f"{kind!r} is not one of finetune, pretrain")
     timings["setup"] = time.perf_counter() - t
     queries = [query_for(f) for f in sorted(proponents)]
     rows, info = trace(train, proponents, queries, tok, first_model, last_model, states,
@@ -263,16 +264,12 @@ def trace(train: list[dict], proponents: dict[str, list[str]], queries: list[dic
 def _write(out_dir: Path, rows: list[dict], info: dict, t_start: float) -> dict:
     import pandas as pd
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    from ckptsweep.files import staged_dir
+
     cols = ["model", "slice", "query", "fact", "method", "n_candidates", "n_proponents", "rr"]
     cols += [f"p@{k}" for k in proto.KS] + [f"r@{k}" for k in proto.KS]
-    pd.DataFrame(rows, columns=cols).to_csv(tmp / "queries.csv", index=False)
-    info["seconds"] = time.perf_counter() - t_start
-    (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
-    import shutil
-
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with staged_dir(out_dir) as tmp:
+        pd.DataFrame(rows, columns=cols).to_csv(tmp / "queries.csv", index=False)
+        info["seconds"] = time.perf_counter() - t_start
+        (tmp / "info.json").write_text(json.dumps(info, indent=1) + "\n")
     return info

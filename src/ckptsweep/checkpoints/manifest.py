@@ -1,9 +1,16 @@
 """The checkpoint manifest: which weights each pre-training step loads.
 
-A checkpoint manifest ``resources/checkpoints/{model}.tsv`` maps each pre-training step to
-where its weights live (a local path, or a hub repo pinned to a commit). Everything
-downstream loads through `ckptsweep.checkpoints.load.load`, so a tiny local OLMo and
-OLMo-1B take the same path.
+A checkpoint manifest maps pre-training steps to where their weights live (a local path,
+or a hub repo pinned to a commit); the workflow writes one per checkpoint,
+``resources/checkpoints/{model}/{step}.tsv``, so a job depends on its own checkpoint only
+and adding a step to a study re-runs nothing that was finished. Everything downstream
+loads through `ckptsweep.checkpoints.load.load`, so a tiny local OLMo and OLMo-1B take the
+same path.
+
+Local paths are written relative to the project root (the workflow's working directory),
+so a copied or moved project reads its own weights. Older manifests hold absolute paths:
+one under the current root is read as its relative path; any other absolute path is
+refused, naming it, rather than reading another checkout's weights.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ckptsweep.files import atomic_write
 
 MANIFEST_COLUMNS = ("step", "tokens", "revision", "source", "ref", "trust_remote_code")
 """Columns of a manifest; files with only the first four (older runs) still read."""
@@ -35,25 +44,53 @@ class Checkpoint:
     """Whether the model block allows the repo's own code (off unless turned on)."""
 
 
-def read_manifest(path: str | Path) -> dict[str, Checkpoint]:
+def read_manifest(path: str | Path, root: str | Path | None = None) -> dict[str, Checkpoint]:
+    """Step -> checkpoint of a manifest; local sources as paths relative to ``root`` (the
+    project root; default the working directory)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if not rows or tuple(rows[0]) not in (MANIFEST_COLUMNS, MANIFEST_COLUMNS[:4]):
         raise ValueError(f"{path}: not a checkpoint manifest (expected columns {MANIFEST_COLUMNS})")
-    return {r["step"]: Checkpoint(r["step"], int(r["tokens"]), r["revision"], r["source"],
+    return {r["step"]: Checkpoint(r["step"], int(r["tokens"]), r["revision"],
+                                  _local(r["source"], path, root) if r["revision"] == "local"
+                                  else r["source"],
                                   r.get("ref") or "", r.get("trust_remote_code") == "true")
             for r in rows}
 
 
+def _local(source: str, manifest: str | Path, root: str | Path | None) -> str:
+    """A local source as a path relative to the project root."""
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    here = Path(root or os.getcwd()).resolve()
+    try:
+        return str(path.resolve().relative_to(here))
+    except ValueError:
+        raise ValueError(f"{manifest}: checkpoint {source} lies outside this project "
+                         f"({here}): a copied or moved project must not read another "
+                         "checkout's weights; re-run its checkpoints job (delete the "
+                         "manifest) to point it at this project's own") from None
+
+
 def write_manifest(path: str | Path, checkpoints: list[Checkpoint]) -> None:
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(MANIFEST_COLUMNS)
-        for c in checkpoints:
-            w.writerow([c.step, c.tokens, c.revision, c.source, c.ref,
-                        str(c.trust_remote_code).lower()])
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(MANIFEST_COLUMNS)
+            for c in checkpoints:
+                w.writerow([c.step, c.tokens, c.revision, c.source, c.ref,
+                            str(c.trust_remote_code).lower()])
+
+    atomic_write(path, write)
+
+
+def read_manifests(paths) -> dict[str, Checkpoint]:
+    """Step -> checkpoint over several manifests (one per checkpoint, in the workflow)."""
+    out: dict[str, Checkpoint] = {}
+    for path in paths:
+        out.update(read_manifest(path))
+    return out
 
 
 def checkpoint(manifest: str | Path, step: str) -> Checkpoint:
@@ -64,7 +101,8 @@ def checkpoint(manifest: str | Path, step: str) -> Checkpoint:
 
 
 def pretrained_checkpoints(folder: str | Path, steps) -> list[Checkpoint]:
-    """The manifest rows of a local pre-training's saved steps (``{folder}/step{N}``)."""
+    """The manifest rows of a local pre-training's saved steps (``{folder}/step{N}``), with
+    the path as given (relative to the project root in the workflow)."""
     import json
 
     rows = []
@@ -74,5 +112,5 @@ def pretrained_checkpoints(folder: str | Path, steps) -> list[Checkpoint]:
         if not info_file.exists():
             raise FileNotFoundError(f"no checkpoint for step {step} in {folder}")
         info = json.loads(info_file.read_text())
-        rows.append(Checkpoint(str(step), info["tokens"], "local", str(path.resolve())))
+        rows.append(Checkpoint(str(step), info["tokens"], "local", str(path)))
     return rows

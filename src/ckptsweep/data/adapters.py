@@ -47,6 +47,7 @@ import re
 from collections.abc import Callable
 
 from ckptsweep.data.tasks import task_type
+from ckptsweep.errors import ConfigError
 
 Adapter = Callable[[dict, int], dict]
 
@@ -321,12 +322,17 @@ def input_text(task: str, record: dict) -> str:
     return "\n".join(parts)
 
 
-def check_options(schema: str, options: dict | None) -> None:
-    """Raise naming the schema if ``options`` has a key its adapter does not take."""
+def check_dataset(dataset: str, schema: str, task: str, options: dict | None) -> None:
+    """A dataset block's schema, task type and adapter options fit together: the study
+    layer checks it at parse time, the prepare job again before converting a record."""
     import inspect
 
     params = inspect.signature(adapter(schema)).parameters
     unknown = sorted(set(options or {}) - set(list(params)[2:]))
     if unknown:
-        raise ValueError(f"schema {schema!r} takes no option(s) {unknown}; it takes "
-                         f"{list(params)[2:]}")
+        raise ConfigError(f"datasets.{dataset}.options", f"schema {schema!r} takes no "
+                          f"option(s) {unknown}; it takes {list(params)[2:]}")
+    expected = (SCHEMA_TASK[schema], *SCHEMA_ALSO.get(schema, ()))
+    if task not in expected:
+        raise ConfigError(f"datasets.{dataset}.task", f"schema {schema!r} converts to task "
+                          f"type {' or '.join(map(repr, expected))}, not {task!r}")

@@ -10,14 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ckptsweep.data.adapters import (
-    SCHEMA_ALSO,
-    SCHEMA_TASK,
-    UnlabelledError,
-    adapter,
-    check_options,
-    convert,
-)
+from ckptsweep.data.adapters import UnlabelledError, adapter, check_dataset, convert
 from ckptsweep.data.tasks import check_record, task_type
 from ckptsweep.files import iter_jsonl, write_jsonl
 
@@ -34,11 +27,7 @@ def prepare_rows(schema: str, task: str, rows, dataset: str, split: str, where: 
     ``limit`` keeps a seeded random subset of that many records, in row order.
     """
     adapter(schema)  # an unknown schema fails here, not as a conversion error on line 1
-    check_options(schema, options)
-    expected = (SCHEMA_TASK[schema], *SCHEMA_ALSO.get(schema, ()))
-    if task not in expected:
-        raise ValueError(f"dataset {dataset!r}: schema {schema!r} converts to task type "
-                         f"{' or '.join(map(repr, expected))}, but the config says {task!r}")
+    check_dataset(dataset, schema, task, options)
     ttype = task_type(task)
     records, seen = [], set()
     for line, raw in rows:

@@ -22,10 +22,9 @@ that both readers return the same rows.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from ckptsweep.files import read_jsonl
+from ckptsweep.files import read_jsonl, staged_dir
 
 SNAPSHOT_INFO = "snapshot.json"
 ROLES = ("train", "test")
@@ -74,32 +73,27 @@ def prefetch_dataset(spec: dict, out: str | Path, raw: str | Path | None = None)
     writes ``train`` and, for evaluated sets, ``test``). Written to a sibling folder and
     renamed, so an interrupted prefetch never looks finished.
     """
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    info: dict = {"dataset": spec["dataset"], "source": spec.get("source", "world"),
-                  "splits": {}, "rows": {}}
-    if info["source"] == "hub":
-        hub = spec["hub"]
-        info["hub"] = {k: hub.get(k) for k in ("path", "name", "revision")}
-        roles = {r: s for r, s in hub["splits"].items() if s is not None}
-        for split in dict.fromkeys(roles.values()):  # a split used twice is stored once
-            info["rows"][split] = save_split(_load_hub_split(hub, split), tmp / split)
-        info["splits"] = roles
-        info["hub"]["commit"] = _hub_commit(hub)
-    else:
-        folder = Path(raw) / spec["dataset"]
-        for role in ROLES:
-            path = folder / f"{role}.jsonl"
-            if path.exists():
-                info["rows"][role] = save_split(read_jsonl(path), tmp / role)
-                info["splits"][role] = role
-        if "train" not in info["splits"] and "test" not in info["splits"]:
-            raise MissingSnapshot(f"dataset {spec['dataset']!r}: no raw split in {folder}")
-    (tmp / SNAPSHOT_INFO).write_text(json.dumps(info, indent=1, sort_keys=True))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with staged_dir(out) as tmp:
+        info: dict = {"dataset": spec["dataset"], "source": spec.get("source", "world"),
+                      "splits": {}, "rows": {}}
+        if info["source"] == "hub":
+            hub = spec["hub"]
+            info["hub"] = {k: hub.get(k) for k in ("path", "name", "revision")}
+            roles = {r: s for r, s in hub["splits"].items() if s is not None}
+            for split in dict.fromkeys(roles.values()):  # a split used twice is stored once
+                info["rows"][split] = save_split(_load_hub_split(hub, split), tmp / split)
+            info["splits"] = roles
+            info["hub"]["commit"] = _hub_commit(hub)
+        else:
+            folder = Path(raw) / spec["dataset"]
+            for role in ROLES:
+                path = folder / f"{role}.jsonl"
+                if path.exists():
+                    info["rows"][role] = save_split(read_jsonl(path), tmp / role)
+                    info["splits"][role] = role
+            if "train" not in info["splits"] and "test" not in info["splits"]:
+                raise MissingSnapshot(f"dataset {spec['dataset']!r}: no raw split in {folder}")
+        (tmp / SNAPSHOT_INFO).write_text(json.dumps(info, indent=1, sort_keys=True))
     return info
 
 
@@ -165,8 +159,15 @@ def prepare_snapshot(spec: dict, folder: str | Path, out: str | Path) -> dict[st
 
     def convert(role: str, limit, exclude=None):
         split, rows = got[role]
-        return prepare_rows(spec["schema"], spec["task"], enumerate(rows), name, split,
-                            str(folder / split), limit, seed, options, exclude)
+        records = prepare_rows(spec["schema"], spec["task"], enumerate(rows), name, split,
+                               str(folder / split), limit, seed, options, exclude)
+        if limit is not None and len(records) < limit:
+            # Fewer records than the config asks for is a broken or too small input, not a
+            # smaller study that nobody chose.
+            raise ValueError(f"dataset {name!r}: datasets.{name}.n_{role} asks for {limit} "
+                             f"records but {folder / split} holds {len(records)} usable ones"
+                             + (" outside the test sample" if exclude else ""))
+        return records
 
     got = {role: snapshot_rows(folder, name, role) for role in ROLES}
     counts = {}

@@ -28,6 +28,10 @@ PAD = "<|padding|>"
 CHAT_MARKERS = ("<|user|>", "<|assistant|>")
 
 
+VOCAB_SIZE = 2048
+"""Target vocabulary of the world's tokenizer (``models.<m>.tokenizer.vocab_size``)."""
+
+
 def train_tokenizer(
     texts: Iterable[str],
     extra_lines: Sequence[str],

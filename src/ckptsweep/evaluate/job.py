@@ -9,23 +9,27 @@ complete, so a stopped job never leaves an output that looks finished.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import time
 from pathlib import Path
 
 from ckptsweep.errors import ConfigError, build
 from ckptsweep.evaluate.config import METHODS, EvalConfig, EvalSet
+from ckptsweep.files import staged_dir
 from ckptsweep.progress import log as default_log
 
 
-def eval_config(spec: dict, cache_dir: str | None) -> EvalConfig:
-    """The spec's ``evaluation`` block; ``cache_dir`` (a flag) wins over the spec's, and
+def eval_config(spec: dict, cache_dir: str | None, default_cache_dir: str | None = None
+                ) -> EvalConfig:
+    """The spec's ``evaluation`` block. The prediction cache: ``cache_dir`` (a flag) wins
+    over the spec's ``cache_dir``, which wins over ``default_cache_dir`` (the workflow's);
     "" turns the cache off."""
     ev = dict(spec["evaluation"])
     ev["shots"] = tuple(ev["shots"])
     if cache_dir is not None:
-        ev["cache_dir"] = cache_dir or None
+        ev["cache_dir"] = cache_dir
+    elif ev.get("cache_dir") is None:
+        ev["cache_dir"] = default_cache_dir
+    ev["cache_dir"] = ev["cache_dir"] or None
     return build(EvalConfig, ev, "evaluation")
 
 
@@ -34,35 +38,33 @@ def _sets(specs: list[dict]) -> list[EvalSet]:
 
 
 def evaluate_checkpoint(spec: dict, manifest: str, out: str | Path,
-                        cache_dir: str | None = None, log=default_log) -> None:
+                        cache_dir: str | None = None, default_cache_dir: str | None = None,
+                        log=default_log) -> None:
     """``{out}/{variant}.parquet`` for every variant of the spec's checkpoint."""
     from ckptsweep.evaluate.run import evaluate_model
     from ckptsweep.evaluate.schema import write_predictions
     from ckptsweep.evaluate.variants import load_variant
 
-    cfg = eval_config(spec, cache_dir)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for variant in spec["variants"]:
-        model, tok, model_key = load_variant(manifest, spec["step"], variant["model"], cfg)
-        t0 = time.perf_counter()
-        df = evaluate_model(model, tok, _sets(variant["sets"]), cfg, progress=log,
-                            model_key=model_key)
-        log(f"{variant['name']}: {len(df)} predictions in {time.perf_counter() - t0:.1f}s; "
-            f"{int(df['truncated'].sum())} prompts truncated")
-        summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
-        log(f"{variant['name']}: mean score per eval set, format and shots:\n"
-            + summary.to_string())
-        write_predictions(df, tmp / f"{variant['name']}.parquet")
-        del model
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    cfg = eval_config(spec, cache_dir, default_cache_dir)
+    with staged_dir(out) as tmp:
+        for variant in spec["variants"]:
+            model, tok, model_key = load_variant(manifest, spec["step"], variant["model"],
+                                                 cfg, variant["name"])
+            t0 = time.perf_counter()
+            df = evaluate_model(model, tok, _sets(variant["sets"]), cfg, progress=log,
+                                model_key=model_key)
+            log(f"{variant['name']}: {len(df)} predictions in "
+                f"{time.perf_counter() - t0:.1f}s; {int(df['truncated'].sum())} prompts "
+                "truncated")
+            summary = df.groupby(["eval_set", "format", "shots"])["score"].mean()
+            log(f"{variant['name']}: mean score per eval set, format and shots:\n"
+                + summary.to_string())
+            write_predictions(df, tmp / f"{variant['name']}.parquet")
+            del model
 
 
 def ablation(spec: dict, manifest: str, out: str | Path, cache_dir: str | None = None,
-             log=default_log) -> None:
+             default_cache_dir: str | None = None, log=default_log) -> None:
     """One parquet with ``model``, ``step`` and ``variant``: each variant scores its eval
     sets with every method of the spec."""
     import pandas as pd
@@ -71,7 +73,7 @@ def ablation(spec: dict, manifest: str, out: str | Path, cache_dir: str | None =
     from ckptsweep.evaluate.schema import ABLATION_SCHEMA, write_predictions
     from ckptsweep.evaluate.variants import load_variant
 
-    cfg = eval_config(spec, cache_dir)
+    cfg = eval_config(spec, cache_dir, default_cache_dir)
     unknown = [m for m in spec["methods"] if m not in METHODS]
     if unknown:
         raise ConfigError("analysis.ablation.methods",
@@ -80,7 +82,8 @@ def ablation(spec: dict, manifest: str, out: str | Path, cache_dir: str | None =
     frames = []
     t0 = time.perf_counter()
     for variant in spec["variants"]:
-        model, tok, model_key = load_variant(manifest, spec["step"], variant["model"], cfg)
+        model, tok, model_key = load_variant(manifest, spec["step"], variant["model"], cfg,
+                                             variant["name"])
         for method in spec["methods"]:
             log(f"{variant['name']}: method {method}")
             df = evaluate_model(model, tok, [sets[n] for n in variant["sets"]],

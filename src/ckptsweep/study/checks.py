@@ -3,20 +3,30 @@ a `ConfigError` naming the key as the user wrote it."""
 
 from __future__ import annotations
 
+from ckptsweep.data.adapters import check_dataset
 from ckptsweep.data.tasks import TASK_TYPES, task_type
+from ckptsweep.data.world.config import WorldConfig
 from ckptsweep.errors import ConfigError
 from ckptsweep.study.config import Study
-from ckptsweep.study.grid import ablation, eval_plan, eval_sets
+from ckptsweep.study.grid import ablation, analysis_models, eval_plan, eval_sets, finetunes
 from ckptsweep.study.transfer import categories, members, scales, settings, sft_variants
+from ckptsweep.train.pretrain import PretrainConfig
 
 
 def check(study: Study) -> None:
-    """Every cross-reference of the config; raise ConfigError naming the key."""
+    """Every cross-reference of the config; raise ConfigError naming the key.
+
+    Every check a job makes on a value from the config has its twin here (often the same
+    function, called early), so a config mistake is refused before any job runs, and no
+    finished output is deleted by a job that then fails on it
+    (``tests/test_config_twins.py`` holds each job-side check against its twin)."""
+    world = WorldConfig(**(study.world or {}))  # its own checks name world.<key>
     _datasets(study)
     _finetune(study)
-    _models(study)
+    _models(study, world)
     _analysis(study)
     _transfer(study)
+    _attribution(study, world)
 
 
 def _datasets(study: Study) -> None:
@@ -29,12 +39,26 @@ def _datasets(study: Study) -> None:
         if d.task not in TASK_TYPES:
             raise ConfigError(f"datasets.{name}.task", f"unknown task type {d.task!r}; "
                                                        f"known: {sorted(TASK_TYPES)}")
+        check_dataset(name, d.schema, d.task, d.options)
         ev = d.eval
         if ev is None:
             continue
+        kind = task_type(d.task).kind
+        if kind not in ("classification", "multiple_choice", "generation"):
+            raise ConfigError(f"datasets.{name}.eval", f"task type {d.task!r} ({kind}) cannot "
+                                                       "be evaluated")
+        shots = max(study.evaluation.shots)
+        if shots and d.n_train is not None and d.n_train < shots:
+            raise ConfigError(f"datasets.{name}.n_train", f"{d.n_train} training records "
+                              f"cannot give the {shots} demonstrations of evaluation.shots")
         if ev.of is not None and ev.of not in datasets:
             raise ConfigError(f"datasets.{name}.eval.of", f"{ev.of!r} is not a dataset")
         labels = task_type(d.task).labels
+        if ev.answer_words and (kind != "classification" or study.evaluation.method
+                                not in ("loglik", "tokenprob")):
+            raise ConfigError(f"datasets.{name}.eval.answer_words", "needs a classification "
+                              f"task scored by loglik or tokenprob, not {d.task!r} by "
+                              f"{study.evaluation.method!r} (evaluation.method)")
         for trained, words in ev.answer_words.items():
             if sorted(words) != sorted(labels):
                 raise ConfigError(f"datasets.{name}.eval.answer_words.{trained}",
@@ -58,7 +82,7 @@ def _finetune(study: Study) -> None:
                               "multiple-choice benchmarks are evaluated only")
 
 
-def _models(study: Study) -> None:
+def _models(study: Study, world: WorldConfig) -> None:
     tasks = study.finetune.tasks
     sets = eval_sets(study)
     for model, m in study.models.items():
@@ -77,17 +101,41 @@ def _models(study: Study) -> None:
                 raise ConfigError(f"models.{model}.{extra[0]}", "names a step that is not "
                                   f"in models.{model}.steps {list(m.steps)}")
         if m.source == "pretrain":
-            if m.pretrain is None:
-                raise ConfigError(f"models.{model}.pretrain", "required for source pretrain")
-            kept = set(m.pretrain.get("checkpoints", m.steps))
-            missing = [s for s in m.steps if s not in kept]
-            if missing:
-                raise ConfigError(f"models.{model}.steps", f"{missing} are not saved by "
-                                  f"models.{model}.pretrain.checkpoints")
+            _pretrain(model, m, world)
         for name in m.eval_sets or []:
             if name not in sets:
                 raise ConfigError(f"models.{model}.eval_sets", f"{name!r} is not an eval set "
                                   f"(datasets with an eval block: {sorted(sets)})")
+
+
+def _pretrain(model: str, m, world: WorldConfig) -> None:
+    """A pre-trained model's steps exist in its pre-training, and its mixture can be drawn
+    from the world's corpus."""
+    if m.pretrain is None:
+        raise ConfigError(f"models.{model}.pretrain", "required for source pretrain")
+    total = m.pretrain.get("steps", PretrainConfig.steps)
+    for i, step in enumerate(m.steps):
+        if step > total:
+            raise ConfigError(f"models.{model}.steps[{i}]", f"step {step} is beyond "
+                              f"models.{model}.pretrain.steps ({total}): the model is never "
+                              "pre-trained that far")
+    mixture = m.pretrain.get("mixture")
+    if mixture:
+        absent = [k for k, w in mixture.items() if w > 0 and not world.doc_weights.get(k)]
+        if sum(mixture.values()) <= 0 or absent:
+            raise ConfigError(f"models.{model}.pretrain.mixture", f"{mixture} needs a positive "
+                              f"total over kinds the world's corpus has (world.doc_weights "
+                              f"gives {absent} no documents)" if absent else
+                              f"{mixture} needs a positive total")
+
+
+def _attribution(study: Study, world: WorldConfig) -> None:
+    a = study.attribution
+    if a is None:
+        return
+    if a.finetune.people >= world.n_people:
+        raise ConfigError("attribution.finetune.people", f"{a.finetune.people} must be below "
+                          f"the world's pool of people ({world.n_people}, world.n_people)")
 
 
 def _analysis(study: Study) -> None:
@@ -106,6 +154,9 @@ def _analysis(study: Study) -> None:
         if not ablation(study)["eval_sets"]:
             raise ConfigError("analysis.ablation.eval_sets", "no classification "
                               "in-domain eval set to default to; name the sets")
+    if a.shots not in study.evaluation.shots:
+        raise ConfigError("analysis.shots", f"{a.shots} is not in evaluation.shots "
+                                            f"{list(study.evaluation.shots)}")
     for group, pairs in a.groups.items():
         for i, pair in enumerate(pairs):
             for key in ("eval", "train"):
@@ -114,6 +165,23 @@ def _analysis(study: Study) -> None:
                     raise ConfigError(f"analysis.groups.{group}[{i}].{key}",
                                       f"{pair[key]!r} is not a dataset"
                                       + (" (or '*': every fine-tune)" if key == "train" else ""))
+            if not _fine_tuned_on(study, pair["eval"], pair["train"]):
+                raise ConfigError(f"analysis.groups.{group}[{i}].eval", f"eval set "
+                                  f"{pair['eval']!r} gets no fine-tuned scores in format "
+                                  f"{a.format!r} from a fine-tune of {pair['train']!r} "
+                                  "(see the datasets' eval roles and analysis.format)")
+
+
+def _fine_tuned_on(study: Study, eval_set: str, train: str) -> bool:
+    """Whether some analysed fine-tune of ``train`` ('*': any) is evaluated on ``eval_set``
+    in ``analysis.format``."""
+    for model in analysis_models(study):
+        for f in finetunes(study, model):
+            if train in ("*", f.dataset):
+                formats = eval_plan(study, f.name, model).get(eval_set, [])
+                if study.analysis.format in formats:
+                    return True
+    return False
 
 
 def _transfer(study: Study) -> None:

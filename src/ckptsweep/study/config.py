@@ -252,6 +252,8 @@ class Study:
     """The AMURO & CHAR analysis."""
     threads: int = 1
     """Torch threads per job."""
+    confirm_rerun: bool = False
+    """Let a real run redo finished expensive jobs whose settings changed."""
     world: Mapping[str, Any] | None = None
     """The synthetic world's settings (``WorldConfig``'s keys); None: no world."""
     transfer: Transfer | None = None
@@ -290,6 +292,7 @@ class Study:
                                           tasks={k: v or {} for k, v in
                                                  (c["finetune"]["tasks"] or {}).items()}),
                    evaluation=evaluation, analysis=analysis, threads=c.get("threads", 1),
+                   confirm_rerun=c.get("confirm_rerun", False),
                    world=c.get("world"), transfer=transfer,
                    attribution=AttributionSettings.from_block(c.get("attribution")),
                    raw=c)

@@ -21,9 +21,20 @@ def jsonarg(obj) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-def manifest(model: str) -> str:
-    """The checkpoint manifest of ``model``."""
-    return f"resources/checkpoints/{model}.tsv"
+def manifest(model: str, step: str) -> str:
+    """The checkpoint manifest of one checkpoint (one per step: a job depends on its own
+    checkpoint only, so adding a step re-runs nothing that was finished)."""
+    return f"resources/checkpoints/{model}/{step}.tsv"
+
+
+def prefetched(model: str, step: str) -> str:
+    """The record of a hub checkpoint's download into HF_HOME."""
+    return f"resources/prefetch/{model}/{step}.json"
+
+
+def pretrained(model: str, step: str) -> str:
+    """The folder of an embedded model's checkpoint."""
+    return f"resources/pretrained/{model}/step{step}"
 
 
 def data(dataset: str, split: str) -> str:
@@ -83,18 +94,43 @@ def pretrain_threads(study: Study, model: str) -> int:
     return m.threads if m.threads is not None else study.threads
 
 
-def pretrain(study: Study, model: str) -> str:
+def tokenizer_folder(study: Study, model: str) -> str:
+    """The tokenizer of an embedded model: one per vocabulary size, shared."""
+    from ckptsweep.data.tokenizer import VOCAB_SIZE
+
+    return f"resources/tokenizers/{study.models[model].tokenizer.get('vocab_size', VOCAB_SIZE)}"
+
+
+def tokenizer(vocab: str) -> str:
+    return jsonarg({"tokenizer": {"vocab_size": int(vocab)}})
+
+
+def pretrain(study: Study, model: str, step: str) -> str:
+    """One checkpoint's pre-training: the model's schedule (its ``pretrain`` block) and the
+    step; nothing about the model's other steps, so adding one changes no other job."""
     m = study.raw["models"][model]
-    spec = {"checkpoints": m["steps"], **m.get("pretrain", {})}
-    return jsonarg({"pretrain": spec, "tokenizer": m.get("tokenizer", {})})
+    return jsonarg({"model": model, "pretrain": m.get("pretrain", {}), "step": int(step)})
 
 
-def checkpoints(study: Study, model: str) -> str:
-    """The model block the checkpoints job resolves (hub: repo, refs, repos, pattern)."""
+def pretrain_priority(study: Study, model: str, step: str) -> int:
+    """A model's smaller steps first: each later step then starts from their states."""
+    steps = sorted(study.models[model].steps)
+    return 100 - steps.index(int(step))
+
+
+def pretrain_resume_dir(model: str) -> str:
+    """The training states of a model's pre-training, shared by its step jobs and kept
+    outside their outputs."""
+    return f"resources/resume/pretrain/{model}"
+
+
+def checkpoints(study: Study, model: str, step: str) -> str:
+    """The model block the checkpoints job resolves for one step (hub: repo, refs, repos,
+    pattern)."""
     m = study.raw["models"][model]
     keys = ("source", "repo", "refs", "repos", "branch_pattern", "tokens_per_step")
     spec = {k: m[k] for k in keys if k in m}
-    spec["steps"] = m["steps"]
+    spec["steps"] = [int(step)]
     spec["trust_remote_code"] = study.models[model].trust_remote_code
     return jsonarg(spec)
 
@@ -130,6 +166,13 @@ def eval_set(study: Study, name: str, formats, answer_words=None) -> dict:
             "formats": formats, **({"answer_words": answer_words} if answer_words else {})}
 
 
+def evaluated_sets(study: Study, model: str) -> list[str]:
+    """The eval sets some variant of ``model`` is evaluated on: its evaluation jobs read
+    those files only, so a new eval set re-runs only the jobs that score it."""
+    return sorted({name for variant in grid.variants(study, model)
+                   for name in grid.eval_plan(study, variant, model)})
+
+
 def evaluate(study: Study, model: str, step: str) -> str:
     """Each variant of the checkpoint: its folder (None: the base model, read from the
     manifest) and the sets and formats of its plan (`grid.eval_plan`)."""
@@ -140,7 +183,8 @@ def evaluate(study: Study, model: str, step: str) -> str:
          "sets": [eval_set(study, name, formats,
                            grid.answer_words(study, variant, model, name))
                   for name, formats in sorted(grid.eval_plan(study, variant, model).items())]}
-        for variant in grid.variants(study, model)]
+        # Sorted (base first): reordering the config's tasks is no change either.
+        for variant in ["base", *sorted(grid.variants(study, model)[1:])]]
     return jsonarg({"step": step, "variants": variants,
                     "evaluation": study.raw["evaluation"]})
 
@@ -207,10 +251,16 @@ def attribution_models(study: Study) -> list[str]:
     return list(models)
 
 
+def attribution_steps(study: Study, model: str, slice_: str) -> list[int]:
+    """The checkpoints a fact-tracing job reads: the finetune slice fine-tunes the final
+    one only (a new earlier step must not re-run it); the pretrain slice sums over all."""
+    steps = sorted(int(s) for s in study.models[model].steps)
+    return steps if slice_ == "pretrain" else steps[-1:]
+
+
 def attribution(study: Study, model: str, slice_: str) -> str:
     a = study.attribution
-    spec = {"model": model, "slice": slice_,
-            "steps": sorted(int(s) for s in study.models[model].steps),
+    spec = {"model": model, "slice": slice_, "steps": attribution_steps(study, model, slice_),
             "seed": a.seed, "max_queries": a.max_queries,
             "n_bm25": a.candidates.bm25, "n_same": a.candidates.same_answer,
             "n_random": a.candidates.random, "methods": list(a.methods),

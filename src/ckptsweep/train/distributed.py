@@ -41,6 +41,13 @@ import math
 import os
 import sys
 
+from ckptsweep.errors import ConfigError
+
+
+def is_first_process() -> bool:
+    """Rank 0 of a torchrun launch, or the only process: the one that keeps the log."""
+    return int(os.environ.get("RANK", "0")) == 0
+
 
 def launched() -> bool:
     """Whether this process was started by torchrun (RANK and WORLD_SIZE set): then the
@@ -118,7 +125,7 @@ def shard(model, loss_fn, sharding: str, device: str, world: int):
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     if sharding not in ("zero3", "zero2"):
-        raise ValueError(f"finetune.sharding must be zero3 or zero2, not {sharding!r}")
+        raise ConfigError("finetune.sharding", f"must be zero3 or zero2, not {sharding!r}")
     mesh = init_device_mesh(device.split(":")[0], (world,))
     cuda = device.startswith("cuda")
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)

@@ -9,6 +9,7 @@ its state saved, exit 143, so that a re-run resumes.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from ckptsweep.errors import build
@@ -33,6 +34,8 @@ def finetune_job(spec: dict, manifest: str, step: str, train: str, out: str,
         # Several GPUs: this same command once per GPU under torchrun (does not return).
         distributed.check_devices(cfg.gpus, cfg.device)
         distributed.relaunch(cfg.gpus, argv, log)
+    if resume_dir and distributed.is_first_process():
+        log = _kept_log(Path(resume_dir), log)
     if attempt > 1:
         # A retry (after an out-of-memory failure, say): smaller micro-batches, same steps.
         cfg = cfg.for_attempt(attempt)
@@ -52,3 +55,21 @@ def finetune_job(spec: dict, manifest: str, step: str, train: str, out: str,
     except Interrupted as e:
         log(f"error: {e}")
         raise SystemExit(143) from None  # 128 + SIGTERM: stopped, not broken
+
+
+def _kept_log(resume_dir: Path, log):
+    """``log``, also kept beside the resumable state: Snakemake truncates a job's log when
+    it runs the job again, so a resumed attempt first replays the interrupted attempts'
+    lines, and its own follow. Removed with the state when the fine-tune finishes."""
+    kept = resume_dir / "attempts.log"
+    if kept.exists() and kept.stat().st_size:
+        print(f"--- the earlier attempt(s) of this fine-tune, kept in {kept} ---\n"
+              f"{kept.read_text().rstrip()}\n--- this attempt ---", flush=True)
+
+    def both(msg: str) -> None:
+        log(msg)
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        with kept.open("a", encoding="utf-8") as f:
+            f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
+
+    return both

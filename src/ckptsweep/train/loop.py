@@ -202,7 +202,9 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, strategy) 
              "final_loss": sum(losses[-20:]) / len(losses[-20:])}
     speed = throughput(model, state.tokens - first_tokens, seconds, device, strategy.world)
     stats["tokens_per_s"] = speed["tokens_per_s"]
-    log(f"fine-tuned {total} steps in {seconds:.1f}s, loss {stats['first_loss']:.3f} -> "
+    ran = (f"{total} steps" if not first_step else f"steps {first_step + 1}..{total} of "
+           f"{total} (resumed at step {first_step}: this attempt ran {total - first_step})")
+    log(f"fine-tuned {ran} in {seconds:.1f}s, loss {stats['first_loss']:.3f} -> "
         f"{stats['final_loss']:.3f}; throughput {json.dumps(speed)}")
     files = {"finetune.json": {"config": asdict(cfg), "stats": stats, "losses": losses},
              "throughput.json": speed}

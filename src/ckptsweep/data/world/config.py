@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ckptsweep.errors import ConfigError
+
 DOC_KINDS = ("bio", "bio_attr_q", "bio_who_q", "bio_verify", "two_people")
 DEFAULT_DOC_WEIGHTS = {"bio": 0.35, "bio_attr_q": 0.125, "bio_who_q": 0.125, "bio_verify": 0.20,
                        "two_people": 0.20}
@@ -61,15 +63,17 @@ class WorldConfig:
                   "n_instruct")
         low.update({k: 0 for k in counts if getattr(self, k) < 0})
         if low:
-            need = ", ".join(f"{k} >= {v}" for k, v in low.items())
-            raise ValueError(f"WorldConfig too small: {need} required")
-        if not (0 <= self.negation_p <= 1 and 0 <= self.para_negation_p <= 1):
-            raise ValueError("negation_p and para_negation_p must lie in [0, 1]")
+            key, need = next(iter(low.items()))
+            raise ConfigError(f"world.{key}", f"{getattr(self, key)} is too small: the world "
+                              f"needs {key} >= {need}")
+        for key in ("negation_p", "para_negation_p"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"world.{key}", f"{getattr(self, key)} must lie in [0, 1]")
         _check_weights(self.doc_weights)
 
 
 def _check_weights(weights: dict[str, float]) -> None:
     unknown = set(weights) - set(DOC_KINDS)
     if unknown or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ValueError(f"doc_weights {weights} must map some of {DOC_KINDS} to non-negative "
-                         "weights with a positive sum")
+        raise ConfigError("world.doc_weights", f"{weights} must map some of {DOC_KINDS} to "
+                          "non-negative weights with a positive sum")
