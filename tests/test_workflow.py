@@ -226,3 +226,14 @@ def test_a_changed_setting_stops_a_real_run_before_any_job(tiny_run):
     assert {p: p.stat().st_mtime_ns for p in model.rglob("*")} == before
     confirmed = dry("--configfile", config, "--config", "confirm_rerun=True", cwd=tiny_run)
     assert job_counts(confirmed)["finetune"] == 4
+
+
+def test_the_batch_policy_reruns_nothing(tiny_run):
+    """evaluation.batch_size is how a job runs, not what it computes (a resource, not in
+    the spec): changing it on a finished study re-runs no evaluation or ablation."""
+    cfg = yaml.safe_load((tiny_run / "tests/config/tiny.yaml").read_text())
+    for policy in (3, "auto"):
+        cfg["evaluation"]["batch_size"] = policy
+        path = tiny_run / "tests/config/batch.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert "Nothing to be done" in dry("--configfile", str(path), cwd=tiny_run), policy

@@ -140,7 +140,8 @@ def cmd_evaluate(args, spec):
     from ckptsweep.evaluate.job import evaluate_checkpoint
 
     set_threads(args.threads)
-    evaluate_checkpoint(spec, args.manifest, args.out, args.cache_dir, args.default_cache_dir)
+    evaluate_checkpoint(spec, args.manifest, args.out, args.cache_dir, args.default_cache_dir,
+                        batch_size=args.batch_size)
 
 
 def cmd_ablation(args, spec):
@@ -148,7 +149,8 @@ def cmd_ablation(args, spec):
     from ckptsweep.evaluate.job import ablation
 
     set_threads(args.threads)
-    ablation(spec, args.manifest, args.out, args.cache_dir, args.default_cache_dir)
+    ablation(spec, args.manifest, args.out, args.cache_dir, args.default_cache_dir,
+             batch_size=args.batch_size)
 
 
 def cmd_tables(args, spec):
@@ -294,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
                    "evaluation.cache_dir; an empty string turns the cache off)")
     s.add_argument("--default-cache-dir", help="prediction cache folder when the spec's "
                    "evaluation.cache_dir is null (the workflow's resources/cache/predictions)")
+    s.add_argument("--batch-size", help="batch policy: auto, or examples per forward "
+                   "(overrides the spec's evaluation.batch_size; not part of it)")
     s.add_argument("--out", required=True, help="folder for one {variant}.parquet each")
     s = verb("ablation", cmd_ablation, "score the base and fine-tunes of one checkpoint "
              "with every classification prediction method (the paper's Table 2)")
@@ -303,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
                    "evaluation.cache_dir; an empty string turns the cache off)")
     s.add_argument("--default-cache-dir", help="prediction cache folder when the spec's "
                    "evaluation.cache_dir is null (the workflow's resources/cache/predictions)")
+    s.add_argument("--batch-size", help="batch policy: auto, or examples per forward "
+                   "(overrides the spec's evaluation.batch_size; not part of it)")
     s.add_argument("--out", required=True)
     s = verb("tables", cmd_tables, "write every table for a scores file")
     s.add_argument("--scores", required=True)

@@ -203,6 +203,10 @@ def get_eval_input(wildcards):
     }
 
 
+def get_eval_batch(wildcards):
+    return specs.eval_batch(STUDY)
+
+
 def get_eval_spec(wildcards):
     return specs.evaluate(STUDY, wildcards.model, wildcards.step)
 

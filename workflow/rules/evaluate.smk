@@ -17,6 +17,10 @@ rule evaluate:
     conda:
         "../../envs/eval.yaml"
     threads: THREADS
+    resources:
+        # The batch policy (evaluation.batch_size, default auto): how the job runs, not
+        # what it computes, so a resource, not a param: changing it re-runs nothing.
+        eval_batch=get_eval_batch,
     params:
         spec=get_eval_spec,
         # Predictions of unchanged variants and sets come back from it when a grown
@@ -24,7 +28,8 @@ rule evaluate:
         cache=PREDICTION_CACHE,
     shell:
         "ckptsweep evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
-        " --threads {threads} --default-cache-dir {params.cache:q}"
+        " --threads {threads} --batch-size {resources.eval_batch}"
+        " --default-cache-dir {params.cache:q}"
         " --out {output.predictions:q} > {log:q} 2>&1"
 
 
@@ -43,10 +48,15 @@ rule ablation:
     conda:
         "../../envs/eval.yaml"
     threads: THREADS
+    resources:
+        # The batch policy (evaluation.batch_size, default auto): how the job runs, not
+        # what it computes, so a resource, not a param: changing it re-runs nothing.
+        eval_batch=get_eval_batch,
     params:
         spec=get_ablation_spec,
         cache=PREDICTION_CACHE,
     shell:
         "ckptsweep ablation --spec {params.spec:q} --manifest {input.manifest:q}"
-        " --threads {threads} --default-cache-dir {params.cache:q}"
+        " --threads {threads} --batch-size {resources.eval_batch}"
+        " --default-cache-dir {params.cache:q}"
         " --out {output.predictions:q} > {log:q} 2>&1"

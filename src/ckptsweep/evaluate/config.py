@@ -69,7 +69,7 @@ class EvalConfig:
     text). It is also a stop string for generation: what follows it is a new example."""
     max_new_tokens: int = 60
     """Greedy generation length limit."""
-    batch_size: int | str = 32
+    batch_size: int | str = "auto"
     """Sequences per forward pass (generation: prompts per ``generate`` call), or ``auto``:
     as many as a token budget per forward that suits the device allows, measured on it
     (`batching`). Either way a batch that runs out of memory is split and retried. A speed

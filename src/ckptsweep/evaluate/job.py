@@ -18,13 +18,16 @@ from ckptsweep.files import staged_dir
 from ckptsweep.progress import log as default_log
 
 
-def eval_config(spec: dict, cache_dir: str | None, default_cache_dir: str | None = None
-                ) -> EvalConfig:
+def eval_config(spec: dict, cache_dir: str | None, default_cache_dir: str | None = None,
+                batch_size: str | None = None) -> EvalConfig:
     """The spec's ``evaluation`` block. The prediction cache: ``cache_dir`` (a flag) wins
     over the spec's ``cache_dir``, which wins over ``default_cache_dir`` (the workflow's);
-    "" turns the cache off."""
+    "" turns the cache off. ``batch_size`` (a flag: ``auto`` or a number) wins over the
+    spec's (the workflow passes it as a resource, never in the spec)."""
     ev = dict(spec["evaluation"])
     ev["shots"] = tuple(ev["shots"])
+    if batch_size is not None:
+        ev["batch_size"] = int(batch_size) if batch_size.isdigit() else batch_size
     if cache_dir is not None:
         ev["cache_dir"] = cache_dir
     elif ev.get("cache_dir") is None:
@@ -39,13 +42,13 @@ def _sets(specs: list[dict]) -> list[EvalSet]:
 
 def evaluate_checkpoint(spec: dict, manifest: str, out: str | Path,
                         cache_dir: str | None = None, default_cache_dir: str | None = None,
-                        log=default_log) -> None:
+                        batch_size: str | None = None, log=default_log) -> None:
     """``{out}/{variant}.parquet`` for every variant of the spec's checkpoint."""
     from ckptsweep.evaluate.run import evaluate_model
     from ckptsweep.evaluate.schema import write_predictions
     from ckptsweep.evaluate.variants import load_variant
 
-    cfg = eval_config(spec, cache_dir, default_cache_dir)
+    cfg = eval_config(spec, cache_dir, default_cache_dir, batch_size)
     with staged_dir(out) as tmp:
         for variant in spec["variants"]:
             model, tok, model_key = load_variant(manifest, spec["step"], variant["model"],
@@ -64,7 +67,8 @@ def evaluate_checkpoint(spec: dict, manifest: str, out: str | Path,
 
 
 def ablation(spec: dict, manifest: str, out: str | Path, cache_dir: str | None = None,
-             default_cache_dir: str | None = None, log=default_log) -> None:
+             default_cache_dir: str | None = None, batch_size: str | None = None,
+             log=default_log) -> None:
     """One parquet with ``model``, ``step`` and ``variant``: each variant scores its eval
     sets with every method of the spec."""
     import pandas as pd
@@ -73,7 +77,7 @@ def ablation(spec: dict, manifest: str, out: str | Path, cache_dir: str | None =
     from ckptsweep.evaluate.schema import ABLATION_SCHEMA, write_predictions
     from ckptsweep.evaluate.variants import load_variant
 
-    cfg = eval_config(spec, cache_dir, default_cache_dir)
+    cfg = eval_config(spec, cache_dir, default_cache_dir, batch_size)
     unknown = [m for m in spec["methods"] if m not in METHODS]
     if unknown:
         raise ConfigError("analysis.ablation.methods",

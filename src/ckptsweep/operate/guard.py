@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ckptsweep.operate.migrate import plan, record, recorded_spec
+from ckptsweep.operate.migrate import EQUIVALENT, plan, record, recorded_spec
 from ckptsweep.study.config import Study
 
 EXPENSIVE = ("pretrain", "finetune", "evaluate", "ablation", "attribute")
@@ -72,6 +72,7 @@ def _grows(root: Path, output: str, study: Study) -> bool:
     if rule not in ("evaluate", "ablation"):
         return False
     old = recorded_spec(record(root, output))
+    old = None if old is None else EQUIVALENT[rule](old)
     if rule == "evaluate":
         model, step = output.split("/")[2:4]
         new = json.loads(specs.evaluate(study, model, step))

@@ -55,11 +55,18 @@ def recorded_spec(rec: dict | None) -> dict | None:
     return None
 
 
+def _runtime_dropped(spec: dict) -> dict:
+    """An evaluation or ablation spec without the batch policy (now a resource: how a job
+    runs, not what it computes)."""
+    ev = {k: v for k, v in spec.get("evaluation", {}).items() if k != "batch_size"}
+    return {**spec, "evaluation": ev}
+
+
 def _sorted_variants(spec: dict) -> dict:
     """An evaluation spec with its variants base first, then by name (their order changes
-    nothing; it is how the spec now lists them)."""
+    nothing; it is how the spec now lists them), without the batch policy."""
     variants = sorted(spec.get("variants", []), key=lambda v: (v["name"] != "base", v["name"]))
-    return {**spec, "variants": variants}
+    return _runtime_dropped({**spec, "variants": variants})
 
 
 def _final_step_only(spec: dict) -> dict:
@@ -67,7 +74,8 @@ def _final_step_only(spec: dict) -> dict:
     return {**spec, "steps": spec["steps"][-1:]} if spec.get("slice") == "finetune" else spec
 
 
-EQUIVALENT = {"evaluate": _sorted_variants, "attribute": _final_step_only}
+EQUIVALENT = {"evaluate": _sorted_variants, "ablation": _runtime_dropped,
+              "attribute": _final_step_only}
 """Rule -> how an old spec is brought to the form a new spec of the same result has."""
 
 

@@ -23,6 +23,9 @@ from ckptsweep.study import grid, specs
 from ckptsweep.study.config import Study
 from ckptsweep.study.specs import attribution_models
 
+AUTO_DECODE_BATCH = 64
+"""The rows a decoding step is planned with under ``batch_size: auto`` (an assumption: the
+token budget fills free memory, at least this many prompts of a study's lengths)."""
 HEAVY = ("pretrain", "finetune", "evaluate", "ablation", "attribute")
 KIND = {"pretrain": "pretrain", "finetune": "finetune", "attribute": "attribute"}
 """The rate kind of each heavy rule's work (evaluate and ablation: score and decode)."""
@@ -139,6 +142,8 @@ def heavy_jobs(study: Study, root: Path, prof: Mapping, device: str | None) -> l
     """The pretrain, finetune, evaluate, ablation and attribute jobs, estimated."""
     out = []
     batch = study.evaluation.batch_size
+    if not isinstance(batch, int):
+        batch = AUTO_DECODE_BATCH
 
     def add(rule, wildcards, model, work, group="", ft=None):
         gpus = _heavy_gpus(study, prof, rule, ft)

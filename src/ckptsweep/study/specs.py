@@ -159,6 +159,21 @@ def resume_dir(model: str, step: str, ft: str) -> str:
 
 # -------------------------------------------------------------------------- evaluate
 
+RUNTIME_ONLY = ("batch_size",)
+"""Evaluation keys that change how a job runs, not what it computes: passed as the rule's
+resource (`eval_batch`), never in a spec, so changing them re-runs nothing."""
+
+
+def evaluation(study: Study) -> dict:
+    """The ``evaluation`` block as a spec holds it: as written, without `RUNTIME_ONLY`."""
+    return {k: v for k, v in study.raw["evaluation"].items() if k not in RUNTIME_ONLY}
+
+
+def eval_batch(study: Study) -> str:
+    """The evaluation's batch policy (``auto`` or a number of examples), for the rules."""
+    return str(study.evaluation.batch_size)
+
+
 def eval_set(study: Study, name: str, formats, answer_words=None) -> dict:
     """One eval set as `ckptsweep evaluate` and `ckptsweep ablation` read it."""
     return {"name": name, "task": study.datasets[name].task,
@@ -185,8 +200,7 @@ def evaluate(study: Study, model: str, step: str) -> str:
                   for name, formats in sorted(grid.eval_plan(study, variant, model).items())]}
         # Sorted (base first): reordering the config's tasks is no change either.
         for variant in ["base", *sorted(grid.variants(study, model)[1:])]]
-    return jsonarg({"step": step, "variants": variants,
-                    "evaluation": study.raw["evaluation"]})
+    return jsonarg({"step": step, "variants": variants, "evaluation": evaluation(study)})
 
 
 def ablation(study: Study, model: str) -> str:
@@ -197,7 +211,7 @@ def ablation(study: Study, model: str) -> str:
                  "model": None if v["name"] == "base" else finetuned(model, step, v["name"])}
                 for v in plan["variants"]]
     return jsonarg({"model": model, "step": step, "sets": sets, "variants": variants,
-                    "methods": plan["methods"], "evaluation": study.raw["evaluation"]})
+                    "methods": plan["methods"], "evaluation": evaluation(study)})
 
 
 # ------------------------------------------------------------------------- aggregate
