@@ -13,14 +13,15 @@
 #   e2e             a 6,000 x 3-epoch fine-tune (MNLI size), load + train + save,
 #                   packed and compiled (the setting a GPU run would use)
 #   evaluate        classification MFU, multiple choice with and without prefix sharing,
-#                   generation against the batch-1 path, each at a fixed batch and at auto
+#                   generation against the batch-1 path, fixed batches against auto
+#   evaluate_long   auto batching on a set with 20 % of 1,800-2,048-token prompts, each at a fixed batch and at auto
 #   fsdp            the sharded fine-tune (FSDP2 on NCCL, one process), SIGTERM + resume
 # OUTDIR gets one log per part, JSON results, and summary.txt with every part's exit code
 # and seconds.
 set -uo pipefail
 out=${1:-${OUT:-bench-out}}
 preset=${PRESET:-olmo1b}
-budget=${BUDGET:-450}  # seconds for the parts; 30 s of the 8 minutes stay for start-up
+budget=${BUDGET:-460}  # seconds for the parts; 20 s of the 8 minutes stay for start-up
 mkdir -p "$out"
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 # One inductor cache for the compiled parts, as the workflow's resources/cache/torchinductor.
@@ -48,9 +49,12 @@ part() {  # part NAME SHARE CMD...: CMD for at most SHARE seconds (or what is le
 train=(python3 bench/train_throughput.py --preset "$preset")
 shape=(--min-len 128 --completion 3 --steps 20 --json "$out/steps.jsonl")
 part steps_eager 60 "${train[@]}" "${shape[@]}"
-part steps_compiled 110 "${train[@]}" "${shape[@]}" --packing --compile --sync-debug
-part e2e 160 "${train[@]}" --mode e2e --packing --compile --json "$out/e2e.jsonl"
+part steps_compiled 100 "${train[@]}" "${shape[@]}" --packing --compile --sync-debug
+part e2e 150 "${train[@]}" --mode e2e --packing --compile --json "$out/e2e.jsonl"
 part evaluate 70 python3 bench/eval_throughput.py --preset "$preset" --dtype bfloat16 \
     --out "$out/eval.json"
+# batch_size auto on a set that mixes short and 1,800-2,048-token prompts (issue 19).
+part evaluate_long 40 python3 bench/eval_throughput.py --preset "$preset" --dtype bfloat16 \
+    --long 0.2 --skip baseline --out "$out/eval_long.json"
 part fsdp 50 python3 bench/multigpu_smoke.py --preset "$preset" --out "$out/fsdp.json"
 echo "suite: $((SECONDS - start))s of ${budget}s" | tee -a "$out/summary.txt"

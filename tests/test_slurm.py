@@ -387,7 +387,7 @@ def test_config_errors_are_refused_before_submission(case, tmp_path, home):
         key = "nli$(touch PWNED)"
     else:
         del cfg["evaluation"]
-        key = "'evaluation' is a required property"
+        key = "evaluation: required key missing"
     (work / "bad.yaml").write_text(yaml.safe_dump(cfg))
     run = Run(work, home, "--profile", "profiles/slurm", "--configfile", "bad.yaml")
     assert run.wait() != 0
