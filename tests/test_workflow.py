@@ -237,3 +237,16 @@ def test_the_batch_policy_reruns_nothing(tiny_run):
         path = tiny_run / "tests/config/batch.yaml"
         path.write_text(yaml.safe_dump(cfg))
         assert "Nothing to be done" in dry("--configfile", str(path), cwd=tiny_run), policy
+
+
+def test_reordering_the_config_reruns_nothing(tiny_run):
+    """The order of models, tasks and datasets in the config is no change: every job's spec
+    (the aggregation's list of runs included) is canonical, so nothing re-runs."""
+    cfg = yaml.safe_load((tiny_run / "tests/config/tiny.yaml").read_text())
+    for block in (cfg["models"], cfg["finetune"]["tasks"], cfg["datasets"]):
+        items = list(block.items())[::-1]
+        block.clear()
+        block.update(items)
+    path = tiny_run / "tests/config/reordered.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert "Nothing to be done" in dry("--configfile", str(path), cwd=tiny_run)

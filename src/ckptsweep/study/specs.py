@@ -236,6 +236,10 @@ def runs(study: Study) -> str:
                     "train_task": ft.dataset if ft else None,
                     "train_kind": task_type(ft.task).kind if ft else None,
                     "lr": ft.lr if ft else None, "seed": ft.seed if ft else None})
+    # Canonical order (model, checkpoint, variant): the order of models and tasks in the
+    # config is no change, so reordering them re-runs no aggregation.
+    order = {m: grid.steps(study, m) for m in study.models}
+    out.sort(key=lambda r: (r["model"], order[r["model"]].index(r["step"]), r["variant"]))
     return jsonarg({"runs": out, "eval_sets": grid.eval_sets(study)})
 
 
