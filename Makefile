@@ -29,15 +29,25 @@ $(STAMP): pyproject.toml $(LOCK)
 
 setup: $(STAMP)
 
+# The checkpoint advisor's adaptive sweep runs in its own folder (adaptive/), started
+# from the full demo's world, data and pre-trained checkpoints (`ckptsweep share`: hard
+# links with their Snakemake records); its proxies, fine-tunes and evaluations are its own.
+SHARED := resources/world resources/tokenizers resources/data resources/pretrained/tiny \
+	resources/checkpoints/tiny
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(SMK) --configfile config/demo.yaml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(SMK) --configfile config/demo.yaml \
 		--report results/report.html
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ckptsweep share --to adaptive $(SHARED)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(SMK) --directory adaptive \
+		--configfile config/demo_adaptive.yaml
 	@echo
 	@echo "Scores:  results/scores.parquet"
 	@echo "Tables:  results/tables/ (summary.json has the headline numbers)"
 	@echo "Figures: results/figures/"
 	@echo "Report:  results/report.html"
+	@echo "Advisor: results/tables/advisor.csv, predictors.csv; adaptive sweep:"
+	@echo "         adaptive/results/advisor/adaptive/recommendation.json"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
@@ -83,4 +93,4 @@ slurm-profile:
 
 clean:
 	rm -rf resources results/*.parquet results/tables results/figures results/models \
-		results/predictions logs benchmarks .snakemake
+		results/predictions results/advisor logs benchmarks .snakemake adaptive

@@ -21,6 +21,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/advisor.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -111,6 +111,13 @@ WITNESSES = {
                             r"models\.pop_bio_s\.pretrain\.mixture: .* gives \['bio_attr_q'")],
     "evaluation.batch_size": [(_set("evaluation", "batch_size", value=0),
                                r"evaluation\.batch_size")],
+    # The checkpoint advisor's settings (`AdvisorSettings.from_block`, read by the advise
+    # rules and `ckptsweep advise`) and its proxy job's dev slice.
+    "advisor.*": [(_set("advisor", "epsilonn", value=0.1), r"advisor\.epsilonn: unknown key")],
+    "advisor.epsilon": [(_set("advisor", "epsilon", value=-0.01), r"advisor\.epsilon")],
+    "advisor.alpha": [(_set("advisor", "alpha", value=0.5), r"advisor\.alpha")],
+    "advisor.proxy.dev_size": [(_set("advisor", "proxy", "dev_size", value=1599),
+                                r"advisor\.proxy\.dev_size: 1599 of the 1600")],
     # `errors.build`: a spec block with a key its dataclass lacks. The schema lists each
     # block's keys (additionalProperties: false); test_spec_blocks_hold_only_known_keys
     # holds those lists against the dataclasses.

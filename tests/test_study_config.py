@@ -18,6 +18,7 @@ from ckptsweep.study.config import SCHEMA, Study, load
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["config/demo.yaml", "config/config.yaml", "tests/config/tiny.yaml",
+           "config/demo_adaptive.yaml",
            "config/transfer_datadecide.yaml"]
 
 

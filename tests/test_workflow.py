@@ -239,6 +239,34 @@ def test_the_batch_policy_reruns_nothing(tiny_run):
         assert "Nothing to be done" in dry("--configfile", str(path), cwd=tiny_run), policy
 
 
+def test_the_advisor_runs_on_the_finished_grid(tiny_run):
+    """An `advisor` block added to a finished study runs only its own jobs (the proxy and
+    the bits per byte of each checkpoint, the advice) and writes its tables and figures."""
+    import pandas as pd
+
+    from ckptsweep.analysis.advisor_settings import ADVISOR_FIGURES, ADVISOR_TABLES
+
+    cfg = yaml.safe_load((tiny_run / "tests/config/tiny.yaml").read_text())
+    cfg["advisor"] = {"n_boot": 100, "bpb": True,
+                      "proxy": {"data_fraction": 0.5, "steps_fraction": 0.5, "dev_size": 8}}
+    path = tiny_run / "tests/config/advised.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    counts = job_counts(dry("--configfile", str(path), cwd=tiny_run))
+    assert counts == {"proxy": 2, "bpb": 2, "proxy_scores": 1, "advise": 1, "all": 1,
+                      "total": 7}
+    snakemake("--profile", "profiles/local", "--cores", "2", "--configfile", str(path),
+              cwd=tiny_run)
+    for name in ADVISOR_TABLES:
+        assert (tiny_run / f"results/tables/{name}.html").exists()
+    for name in ADVISOR_FIGURES:
+        assert (tiny_run / f"results/figures/{name}.svg").exists()
+    pooled = pd.read_csv(tiny_run / "results/tables/predictors.csv")
+    assert {"step", "proxy_finetune", "neg_bits_per_byte", "pre_accuracy"} <= set(
+        pooled["predictor"])
+    assert list((tiny_run / "benchmarks/proxy/tiny").glob("*.tsv"))
+    assert "Nothing to be done" in dry("--configfile", str(path), cwd=tiny_run)
+
+
 def test_reordering_the_config_reruns_nothing(tiny_run):
     """The order of models, tasks and datasets in the config is no change: every job's spec
     (the aggregation's list of runs included) is canonical, so nothing re-runs."""

@@ -369,9 +369,12 @@ def main(argv: list[str] | None = None) -> None:
                    "of a full one")
     s.add_argument("--out", required=True, help="folder for the tables and figures")
 
+    from ckptsweep.evaluate.bpb import register as register_bpb  # the advisor's predictors
+    from ckptsweep.evaluate.proxy import register as register_proxy
     from ckptsweep.operate.verbs import register  # plan, status (argparse only)
 
-    register(verb)
+    for add in (register, register_proxy, register_bpb):
+        add(verb)
 
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-launch (finetune)

@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from ckptsweep.operate.guard import summary
-from ckptsweep.study import grid, specs
+from ckptsweep.study import advisor, grid, specs
 from ckptsweep.study import transfer as population
 from ckptsweep.study.checks import check
 from ckptsweep.study.config import Study, load
@@ -66,11 +66,15 @@ PREDICTION_CACHE = "resources/cache/predictions"
 def get_final_outputs():
     # The transfer analysis only with its config block (workflow/rules/transfer.smk).
     transfer = ["results/figures/transfer_heatmap.png"] if STUDY.transfer else []
+    # An adaptive sweep fine-tunes a few checkpoints only: no full grid's tables.
+    if advisor.adaptive(STUDY):
+        return [*advisor.adaptive_targets(), *transfer]
     return [
         "results/scores.parquet",
         "results/tables/summary.json",
         "results/figures/base_steps.png",
         *transfer,
+        *advisor.targets(STUDY),
     ]
 
 
@@ -341,3 +345,78 @@ def get_attribution_seed(wildcards):
 
 def get_attribution_n_boot(wildcards):
     return ATTRIBUTION.n_boot
+
+
+# ---- advisor.smk
+
+
+def get_proxy_input(wildcards):
+    return {
+        **advisor.proxy_input(STUDY, wildcards.model, wildcards.step),
+        **get_model_prefetch(wildcards.model, wildcards.step),
+    }
+
+
+def get_proxy_spec(wildcards):
+    return advisor.proxy(STUDY, wildcards.model, wildcards.step)
+
+
+def get_proxy_folders(wildcards):
+    return advisor.proxy_folders(STUDY)
+
+
+def get_proxy_manifests(wildcards):
+    return advisor.proxy_manifests(STUDY)
+
+
+def get_proxy_runs(wildcards):
+    return advisor.proxy_runs(STUDY)
+
+
+def get_bpb_input(wildcards):
+    return {
+        **advisor.bpb_input(STUDY, wildcards.model, wildcards.step),
+        **get_model_prefetch(wildcards.model, wildcards.step),
+    }
+
+
+def get_bpb_spec(wildcards):
+    return advisor.bpb(STUDY, wildcards.model, wildcards.step)
+
+
+def get_advisor_bpb(wildcards):
+    return advisor.bpb_files(STUDY)
+
+
+def get_advisor_proxy(wildcards):
+    return advisor.proxy_scores(STUDY)
+
+
+def get_advisor_transfer(wildcards):
+    return advisor.transfer_metrics(STUDY)
+
+
+def get_advisor_gold(wildcards):
+    return advisor.gold_files(STUDY)
+
+
+def get_advisor_gold_files(wildcards):
+    return list(advisor.gold_files(STUDY).values())
+
+
+def get_advisor_spec(wildcards):
+    return advisor.settings(STUDY)
+
+
+def get_adaptive_spec(wildcards):
+    return advisor.adaptive_spec(STUDY)
+
+
+def get_adaptive_last(wildcards):
+    """The last checkpoints' evaluations: fine-tuned in the first phase already."""
+    return advisor.last_predictions(STUDY)
+
+
+def get_adaptive_selected(wildcards):
+    """The second phase: known once the checkpoint adaptive_select has run."""
+    return advisor.selected_predictions(checkpoints.adaptive_select.get().output[0])

@@ -29,7 +29,7 @@ from ckptsweep.analysis.predictor_sources import (
     logprob_values,
     transfer_panels,
 )
-from ckptsweep.analysis.predictors import add_step, costs, pool, validate
+from ckptsweep.analysis.predictors import add_step, costs, measured_hours, pool, validate
 from ckptsweep.analysis.tables import write_table
 
 
@@ -63,7 +63,13 @@ def compute_advice(scores: pd.DataFrame, settings: AdvisorSettings,
         all_panels += transfer_panels(transfer_metrics, settings)
     add_step(all_panels)
     unit = costs(all_panels, scores, benchmarks, settings)
-    groups, cells = validate(all_panels, settings, unit[:2])
+    # The proxy's own jobs in the same GPU-hour accounting (not with a unit of "jobs").
+    measured = measured_hours(benchmarks, proxy, settings) if unit[2] != "jobs" else {}
+    if proxy is not None:
+        notes.append("proxy cost: " + ("measured from benchmarks/proxy"
+                                       if "proxy_finetune" in measured else
+                                       f"assumed, proxy_cost {settings.proxy_cost} x grid"))
+    groups, cells = validate(all_panels, settings, unit[:2], measured)
     pooled = pool(all_panels, cells, settings)
     for df in (groups, pooled):
         if len(df):
@@ -75,13 +81,15 @@ def compute_advice(scores: pd.DataFrame, settings: AdvisorSettings,
             "predictors_groups": groups}, notes
 
 
-def write_advice(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike
-                 ) -> list[Path]:
-    """Every table (CSV + HTML) and both figures into ``out_dir``; the paths written."""
+def write_advice(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike,
+                 figures_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Every table (CSV + HTML) into ``out_dir`` and both figures into ``figures_dir``
+    (default ``out_dir``; the workflow's ``results/figures``); the paths written."""
     out = Path(out_dir)
+    figures = out if figures_dir is None else Path(figures_dir)
     paths = []
     for name, df in tables.items():
         paths += write_table(out, name, df)
-    paths += advice_figure(tables["advisor_steps"], tables["advisor"], out)
-    paths += frontier_figure(tables["predictors"], out)
+    paths += advice_figure(tables["advisor_steps"], tables["advisor"], figures)
+    paths += frontier_figure(tables["predictors"], figures)
     return paths

@@ -4,7 +4,9 @@ of the checkpoint advisor's outputs.
 Light on purpose (no numpy or pandas), like ``settings``: the parse-time study layer and
 the workflow's rules can read the defaults and the output names without the analysis
 stack. `AdvisorSettings.from_block` takes the block as the config (or a rule's ``--spec``)
-holds it; unknown keys are refused, naming the key, so a typo never passes silently.
+holds it; unknown keys are refused with a `ConfigError` naming the key (``advisor.<key>``),
+so a typo never passes silently; the config's schema and ``ckptsweep.study`` refuse the
+same values at parse time.
 
 Every assumption of the compute accounting is a field here (tokens per step, parameters,
 MFU, peak FLOP/s), so a report states what it assumed and a reader can change it.
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from ckptsweep.analysis.settings import ALPHA, N_BOOT
+from ckptsweep.errors import ConfigError
 
 ADVISOR_TABLES = ("advisor", "advisor_steps", "predictors", "predictors_groups")
 """Each written as ``{name}.csv`` and ``{name}.html``."""
@@ -84,12 +87,14 @@ class AdvisorSettings:
         block = dict(block or {})
         unknown = sorted(set(block) - names)
         if unknown:
-            raise ValueError(f"unknown advisor setting(s) {unknown}; known: {sorted(names)}")
+            raise ConfigError(f"advisor.{unknown[0]}", f"unknown advisor setting(s) "
+                                                       f"{unknown}; known: {sorted(names)}")
         block.update({k: v for k, v in overrides.items() if v is not None})
         plain = {k: tuple(v) if k in ("roles", "formats", "shots") and v is not None else v
                  for k, v in block.items()}
         out = replace(cls(), **plain)
-        if out.epsilon < 0 or not 0 < out.alpha < 0.5:
-            raise ValueError(f"advisor.epsilon must be >= 0 and advisor.alpha in (0, 0.5); "
-                             f"got epsilon={out.epsilon}, alpha={out.alpha}")
+        if out.epsilon < 0:
+            raise ConfigError("advisor.epsilon", f"must be >= 0, got {out.epsilon}")
+        if not 0 < out.alpha < 0.5:
+            raise ConfigError("advisor.alpha", f"must lie in (0, 0.5), got {out.alpha}")
         return out

@@ -12,8 +12,9 @@ or as series added to the advice panels:
   softmax, `transfer_population.example_values`). Multiple-choice sets need the gold
   index (the predictions keep the gold text, not the choices): pass ``gold_indices``
   (`transfer_population.gold_indices` of the test files), else they are skipped;
-- `bpb_values`: the hook for generation sets: a per-example bits-per-byte table (of a
-  base-only scoring rule still to come), negated so that higher is better;
+- `bpb_values`: generation sets: the per-example bits per byte of the reference under
+  the base model (``ckptsweep bpb``, the workflow's ``bpb`` rule, `evaluate.bpb`),
+  negated so that higher is better;
 - `add_proxy`: a proxy fine-tune's scores (same fine-tune on a fraction of the data and
   steps, scored on a small dev slice; scores schema) as a predictor series;
 - `transfer_panels`: the transfer population (``transfer_metrics`` of ``transfer_tables``):

@@ -24,7 +24,9 @@ its time is split evenly over them), else the settings' assumed ``finetune_hours
 ``eval_hours``; with neither, every job counts one unit (basis ``jobs``). The full grid
 of a panel costs sum over checkpoints of its fine-tunes x (f + e); the step costs nothing;
 base predictors one base evaluation per checkpoint (C x e, charged in full to every task
-although one base evaluation serves them all); the proxy ``proxy_cost`` x the grid.
+although one base evaluation serves them all); the proxy what its own jobs measured
+(`measured_hours`: ``benchmarks/proxy/{model}/{step}.tsv``, one job per checkpoint shared
+out evenly over the tasks it proxied), else the assumed ``proxy_cost`` x the grid.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ckptsweep.analysis.advisor import job_hours
 from ckptsweep.analysis.advisor_draws import GROUP, TRUTH, Panel, Series
 from ckptsweep.analysis.advisor_settings import AdvisorSettings
 from ckptsweep.analysis.ranking import METRICS, decision_counts, metrics
+from ckptsweep.analysis.settings import GPUS_PER_JOB
 from ckptsweep.analysis.transfer_population import cell_rng, percentile_interval
 
 BASELINE = "step"
@@ -94,13 +97,43 @@ def costs(panels: list[Panel], scores: pd.DataFrame | None,
     return float(f), float(e), fb if fb == eb else f"{fb}+{eb}"
 
 
-def predictor_cost(name: str, panel: Panel, f: float, e: float,
-                   settings: AdvisorSettings) -> tuple[float, float]:
+def measured_hours(benchmarks: str | os.PathLike | None, proxy: pd.DataFrame | None,
+                   settings: AdvisorSettings) -> dict[str, dict[tuple[str, int], float]]:
+    """Predictor -> (model, step) -> GPU hours of its own jobs, where they left benchmark
+    files: the proxy's per task it served (GPUs per job: ``gpus_per_job['proxy']``, else
+    the fine-tune's), the bits-per-byte job's whole (charged to every task, as a base
+    evaluation is; ``gpus_per_job['bpb']``, else the evaluation's)."""
+    if benchmarks is None:
+        return {}
+    gpus = dict(GPUS_PER_JOB if settings.gpus_per_job is None else settings.gpus_per_job)
+    gpus.setdefault("proxy", gpus.get("finetune", 1))
+    gpus.setdefault("bpb", gpus.get("evaluate", 1))
+    out = {}
+    jobs = job_hours(benchmarks, "proxy", gpus)
+    if proxy is not None and len(jobs):
+        tasks = proxy[proxy["variant"] != "base"].groupby(["model", "step"])[
+            "train_task"].nunique()
+        out["proxy_finetune"] = {(r.model, int(r.step)): r.gpu_hours
+                                 / max(int(tasks.get((r.model, r.step), 1)), 1)
+                                 for r in jobs.itertuples()}
+    jobs = job_hours(benchmarks, "bpb", gpus)
+    if len(jobs):
+        out["neg_bits_per_byte"] = {(r.model, int(r.step)): r.gpu_hours
+                                    for r in jobs.itertuples()}
+    return out
+
+
+def predictor_cost(name: str, panel: Panel, f: float, e: float, settings: AdvisorSettings,
+                   measured: dict | None = None) -> tuple[float, float]:
     """(GPU hours the predictor costs on the panel, GPU hours of the panel's full grid)."""
     per_step = [len(panel.variants.get(int(s), [])) or 1 for s in panel.steps]
     grid = float(sum(n * (f + e) for n in per_step))
     if name == BASELINE:
         return 0.0, grid
+    own = (measured or {}).get(name, {})
+    cells = [(panel.key["model"], int(s)) for s in panel.steps]
+    if own and all(c in own for c in cells):
+        return float(sum(own[c] for c in cells)), grid
     if name == "proxy_finetune":
         return settings.proxy_cost * grid, grid
     return float(panel.steps.size * e), grid  # every other predictor: a base evaluation
@@ -112,14 +145,15 @@ def _interval(values, alpha: float) -> tuple[float, float]:
     return percentile_interval(np.asarray(values, dtype=float), alpha)
 
 
-def validate(panels: list[Panel], settings: AdvisorSettings, unit: tuple[float, float]
-             ) -> tuple[pd.DataFrame, dict]:
-    """(per-panel table, cells for `pool`) of every predictor on every panel."""
+def validate(panels: list[Panel], settings: AdvisorSettings, unit: tuple[float, float],
+             measured: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """(per-panel table, cells for `pool`) of every predictor on every panel (costs:
+    `predictor_cost`, with `measured_hours`)."""
     rows, cells = [], {}
     for i, panel in enumerate(panels):
         for name in _order(n for n in panel.series if n != TRUTH):
             c = _cells(panel, name, settings)
-            c["cost"], c["grid"] = predictor_cost(name, panel, *unit, settings)
+            c["cost"], c["grid"] = predictor_cost(name, panel, *unit, settings, measured)
             cells[(i, name)] = c
             row = {**{k: panel.key[k] for k in GROUP}, "eval_sets": ",".join(panel.eval_sets),
                    "test": panel.test, "predictor": name, "n_checkpoints": panel.steps.size,

@@ -11,9 +11,12 @@
 - ``methods``: the predictions of each method (classification, multiple choice, generation);
 - ``cache``: the prediction cache and the checkpoints' fingerprints;
 - ``variants``: loading a base or fine-tuned variant with its cache key;
-- ``run``: the job's run, `evaluate_model`.
+- ``run``: the job's run, `evaluate_model`;
+- ``proxy``: the checkpoint advisor's proxy fine-tune job (a fine-tune on a fraction of
+  the data and steps, scored on a dev slice of the training split) and its verb.
 
 This file imports nothing, so that importing ``ckptsweep.evaluate.config`` stays light.
 
-May import: ``train`` (nothing yet), ``checkpoints``, ``data`` and the ground floor.
+May import: ``train`` (the proxy's fine-tuning loop), ``checkpoints``, ``data`` and the
+ground floor.
 """

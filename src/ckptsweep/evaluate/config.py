@@ -118,3 +118,28 @@ class EvalConfig:
 def _stops(cfg: EvalConfig) -> list[str]:
     """Generation's stop strings: ``cfg.stop``, then the separator, each once."""
     return list(dict.fromkeys([*cfg.stop, cfg.separator]))
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """``advisor.proxy``: the proxy fine-tune, a cheap predictor of which checkpoint
+    fine-tunes best (`ckptsweep.evaluate.proxy`). Each fine-tuning task's proxy is the
+    task's own fine-tune (its first learning rate and seed) on a seeded fraction of its
+    training split for a fraction of the full fine-tune's optimizer steps, scored on a
+    small dev slice held out of that training split (never the test set, whose scores
+    are the truth the proxy is judged against)."""
+
+    data_fraction: float = 0.1
+    """Fraction of the training split (less the dev slice) the proxy trains on."""
+    steps_fraction: float = 0.1
+    """The proxy's optimizer steps as a fraction of the full fine-tune's (at least one)."""
+    dev_size: int = 50
+    """Examples of the dev slice, held out of the training split (the same ones at every
+    checkpoint); demonstrations for few-shot scoring come from the rest."""
+    tasks: tuple[str, ...] | None = None
+    """``finetune.tasks`` entries given a proxy (None: every classification and generation
+    task a model is fine-tuned on)."""
+    formats: tuple[str, ...] = ("default",)
+    """Prompt formats the dev slice is scored in (at every ``evaluation.shots``)."""
+    seed: int = 0
+    """Seed of the dev slice and of the training fraction."""

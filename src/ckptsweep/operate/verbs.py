@@ -1,4 +1,5 @@
-"""The operator's verbs of the command line: `ckptsweep plan`, `status`, `check`, `migrate`.
+"""The operator's verbs of the command line: `ckptsweep plan`, `status`, `check`, `migrate`,
+`share`.
 
 `register` adds them to `ckptsweep.cli`'s parser (it passes its ``verb`` helper); the
 work is imported only when a verb runs.
@@ -65,6 +66,12 @@ def cmd_migrate(args, spec) -> None:
     migrate(args.configfile, Path(args.directory), args.cores, args.dry_run)
 
 
+def cmd_share(args, spec) -> None:
+    from ckptsweep.operate.share import share
+
+    share(Path(args.source), Path(args.target), args.paths)
+
+
 def register(verb) -> None:
     """Add ``plan`` and ``status`` through the cli's ``verb(name, fn, help)``."""
     s = verb("plan", cmd_plan, "before submitting: jobs, GPUs, GPU-hours, wall time and "
@@ -98,3 +105,9 @@ def register(verb) -> None:
     s.add_argument("--directory", default=".", help="the study's working directory")
     s.add_argument("--cores", type=int, default=2, help="for the cheap jobs it runs")
     s.add_argument("--dry-run", action="store_true", help="say what it would do")
+    s = verb("share", cmd_share, "start a study in another folder from a finished one's "
+             "outputs (hard links, with their Snakemake records): e.g. the demo's adaptive "
+             "sweep from the full demo's world, data and pre-trained checkpoints")
+    s.add_argument("--from", dest="source", default=".", help="the finished study's folder")
+    s.add_argument("--to", dest="target", required=True, help="the new study's folder")
+    s.add_argument("paths", nargs="+", help="paths to share, relative to both folders")

@@ -7,6 +7,7 @@ from ckptsweep.data.adapters import check_dataset
 from ckptsweep.data.tasks import TASK_TYPES, task_type
 from ckptsweep.data.world.config import WorldConfig
 from ckptsweep.errors import ConfigError
+from ckptsweep.study import advisor
 from ckptsweep.study.config import Study
 from ckptsweep.study.grid import ablation, analysis_models, eval_plan, eval_sets, finetunes
 from ckptsweep.study.transfer import categories, members, scales, settings, sft_variants
@@ -27,6 +28,7 @@ def check(study: Study) -> None:
     _analysis(study)
     _transfer(study)
     _attribution(study, world)
+    _advisor(study)
 
 
 def _datasets(study: Study) -> None:
@@ -246,3 +248,49 @@ def _transfer(study: Study) -> None:
             raise ConfigError("transfer.models", f"scale {scale!r} has {n} members "
                                                  "(checkpoints); rank correlations need at "
                                                  f"least {t.min_members} (transfer.min_members)")
+
+
+def _advisor(study: Study) -> None:
+    """The ``advisor`` block against the grid (its values the schema and
+    `AdvisorSettings.from_block` have checked)."""
+    a = study.advisor
+    if a is None:
+        return
+    shots = list(study.evaluation.shots)
+    for key, values in (("shots", a.shots or ()), ("base_shots", [a.base_shots])):
+        bad = [v for v in values if v is not None and v not in shots]
+        if bad:
+            raise ConfigError(f"advisor.{key}", f"{bad} not in evaluation.shots {shots}")
+    for key in ("n_params", "tokens_per_step"):
+        value = getattr(a, key)
+        extra = sorted(set(value) - set(study.models)) if isinstance(value, dict) else []
+        if extra:
+            raise ConfigError(f"advisor.{key}", f"{extra} are not models "
+                                                f"(models has {sorted(study.models)})")
+    if a.mode == "adaptive" and a.proxy is None:
+        raise ConfigError("advisor.proxy", "required by advisor.mode adaptive: the proxy "
+                                           "fine-tune ranks the checkpoints")
+    if a.proxy is None:
+        return
+    tasks = study.finetune.tasks
+    for name in a.proxy.tasks or []:
+        kind = task_type(study.datasets[name].task).kind if name in tasks else None
+        if kind not in advisor.PROXY_KINDS:
+            raise ConfigError("advisor.proxy.tasks", f"{name!r} is not a classification or "
+                              f"generation entry of finetune.tasks ({sorted(tasks)})")
+    if not advisor.proxy_models(study):
+        raise ConfigError("advisor.proxy.tasks", "no advised model (analysis.models) is "
+                          "fine-tuned on a classification or generation task to proxy")
+    need = max(1, *shots)
+    for model in advisor.proxy_models(study):
+        for f in advisor.proxy_finetunes(study, model):
+            n = study.datasets[f.dataset].n_train
+            if n is not None and n - a.proxy.dev_size < need:
+                raise ConfigError("advisor.proxy.dev_size", f"{a.proxy.dev_size} of the "
+                                  f"{n} training records of {f.dataset!r} leave fewer than "
+                                  f"{need} to train the proxy on and draw demonstrations from")
+    if a.mode == "adaptive":
+        for model in advisor.models(study):
+            if len(study.models[model].steps) < 2:
+                raise ConfigError(f"models.{model}.steps", "the adaptive sweep needs two or "
+                                                           "more checkpoints")

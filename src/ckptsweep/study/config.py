@@ -22,10 +22,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ckptsweep.analysis.advisor_settings import AdvisorSettings
 from ckptsweep.analysis.settings import ALPHA, N_BOOT, AnalysisSettings
 from ckptsweep.attribution.config import AttributionSettings
 from ckptsweep.errors import ConfigError
-from ckptsweep.evaluate.config import EvalConfig
+from ckptsweep.evaluate.config import EvalConfig, ProxyConfig
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 """The config's JSON schema (in the workflow, where Snakemake's catalog keeps it)."""
@@ -235,6 +236,51 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class AdaptiveBlock:
+    """``advisor.adaptive``: the adaptive sweep (``advisor.mode: adaptive``)."""
+
+    k: int = 1
+    """Checkpoints fine-tuned besides the last: the k the predictor ranks best."""
+    predictor: str = "proxy_finetune"
+    """The predictor that ranks the checkpoints before any full fine-tune."""
+    full_grid: str | None = None
+    """A finished full study's working directory (relative to this one's, or absolute):
+    its ``benchmarks/`` price the full grid and its ``results/scores.parquet`` gives the
+    regret against the full grid's best (None: the cost plan of this config's full grid,
+    `ckptsweep.operate.plan`, and no regret against it)."""
+
+
+@dataclass(frozen=True)
+class AdvisorBlock(AdvisorSettings):
+    """``advisor``: the checkpoint advisor (`AdvisorSettings`, whose keys it holds too)
+    with how it runs."""
+
+    mode: str = "retrospective"
+    """``retrospective``: advice and validated predictors on the finished full grid;
+    ``adaptive``: the predictor first, then full fine-tunes of its top k and the last."""
+    proxy: ProxyConfig | None = None
+    """The proxy fine-tune predictor; None: not run."""
+    bpb: bool = False
+    """Run the base-only bits-per-byte job on the generation sets (its predictor)."""
+    adaptive: AdaptiveBlock | None = None
+    """The adaptive sweep's settings (None: the defaults, in adaptive mode)."""
+
+    @classmethod
+    def from_config(cls, block: Mapping | None) -> AdvisorBlock | None:
+        """The typed block (None without one): the settings through
+        `AdvisorSettings.from_block`, which refuses what a job would refuse."""
+        if block is None:
+            return None
+        rest = {k: v for k, v in block.items() if k not in ("mode", "proxy", "adaptive", "bpb")}
+        settings = AdvisorSettings.from_block(rest)
+        proxy = block.get("proxy")
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(AdvisorSettings)},
+                   mode=block.get("mode", cls.mode), bpb=block.get("bpb", cls.bpb),
+                   proxy=_build(ProxyConfig, proxy, **_tuples(proxy, "tasks", "formats")),
+                   adaptive=_build(AdaptiveBlock, block.get("adaptive")))
+
+
+@dataclass(frozen=True)
 class Study:
     """A validated study config, typed. Fields are named as the config's keys."""
 
@@ -260,6 +306,8 @@ class Study:
     """The cross-stage transfer analysis; None: not run."""
     attribution: AttributionSettings | None = None
     """Fact tracing; None: not run."""
+    advisor: AdvisorBlock | None = None
+    """The checkpoint advisor; None: not run."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """The validated config as a dict (defaults filled as Snakemake fills them): the
     blocks that job specs pass on as written come from here."""
@@ -295,7 +343,7 @@ class Study:
                    confirm_rerun=c.get("confirm_rerun", False),
                    world=c.get("world"), transfer=transfer,
                    attribution=AttributionSettings.from_block(c.get("attribution")),
-                   raw=c)
+                   advisor=AdvisorBlock.from_config(c.get("advisor")), raw=c)
 
 
 def _tuples(block: Mapping | None, *keys: str) -> dict:

@@ -42,8 +42,9 @@ from ckptsweep.train.throughput import throughput
 
 
 def finetune(model, tokenizer, task: TaskType, records: list[dict], cfg: FinetuneConfig,
-             out_dir: Path, log=print, resume_dir: Path | None = None) -> dict:
-    """Fine-tune ``model`` in place on ``records``; save it to ``out_dir``; return stats.
+             out_dir: Path | None, log=print, resume_dir: Path | None = None) -> dict:
+    """Fine-tune ``model`` in place on ``records``; save it to ``out_dir`` (None: do not
+    save it); return stats.
 
     With ``resume_dir`` (outside the job's outputs: a scheduler deletes those when a job
     fails) the state is saved there every ``cfg.save_every`` steps and on SIGTERM, resumed
@@ -54,7 +55,7 @@ def finetune(model, tokenizer, task: TaskType, records: list[dict], cfg: Finetun
 
 
 def train(model, tokenizer, examples: list[tuple[list[int], list[int]]], cfg: FinetuneConfig,
-          out_dir: Path, log=print, resume_dir: Path | None = None) -> dict:
+          out_dir: Path | None, log=print, resume_dir: Path | None = None) -> dict:
     """The loop of `finetune`, on encoded (input_ids, labels) examples.
 
     Launched by torchrun (as several processes, one per GPU), the same loop trains data
@@ -208,7 +209,8 @@ def _train(model, tokenizer, examples, cfg, out_dir, log, resume_dir, strategy) 
         f"{stats['final_loss']:.3f}; throughput {json.dumps(speed)}")
     files = {"finetune.json": {"config": asdict(cfg), "stats": stats, "losses": losses},
              "throughput.json": speed}
-    strategy.save_model(model, tokenizer, out_dir, files)
+    if out_dir is not None:  # None: kept in memory only (the advisor's proxy fine-tunes)
+        strategy.save_model(model, tokenizer, out_dir, files)
     if resume_dir is not None and strategy.is_main:
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing to resume
     return stats
