@@ -28,7 +28,7 @@ from ckptsweep.study.config import Study, load
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ROOT / "tests/data/demo_benchmarks.json"
 BENCHMARKED = {"world", "pretrain", "finetune", "evaluate", "ablation", "attribute",
-               "transfer_tables", "transfer_figures"}
+               "transfer_tables", "transfer_figures", "proxy", "bpb"}
 """The rules with a ``benchmark:`` file: what a measured total covers."""
 
 
@@ -74,15 +74,23 @@ def test_shapes_give_the_published_parameter_counts(tiny_model, tiny_tokenizer):
 
 
 @pytest.mark.workflow
-def test_the_plan_has_the_dry_runs_jobs():
+def test_the_plan_has_the_dry_runs_jobs(tmp_path):
+    """The tiny config with the checkpoint advisor's block: its proxy and bits-per-byte
+    jobs are planned too."""
     from tests.test_workflow import dry, job_counts
 
-    counts = job_counts(dry("--forceall", "--configfile", "tests/config/tiny.yaml"))
-    plan = P.build(study("tests/config/tiny.yaml"), ROOT / "nothing-here", "profiles/local")
+    cfg = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
+    cfg["advisor"] = {"bpb": True, "proxy": {"dev_size": 8}}
+    path = tmp_path / "advised.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    counts = job_counts(dry("--forceall", "--configfile", str(path)))
+    plan = P.build(Study.from_config(cfg), ROOT / "nothing-here", "profiles/local")
     mine = {r: v["jobs"] for r, v in P.by_rule(plan).items()}
+    assert counts["proxy"] and counts["bpb"]
     for rule in ("finetune", "evaluate", "ablation", "prepare_data", "aggregate", "tables",
-                 "figures", "transfer_tables", "transfer_figures"):
+                 "figures", "transfer_tables", "transfer_figures", "proxy", "bpb"):
         assert mine.get(rule, 0) == counts.get(rule, 0), rule
+    assert all(j.seconds > 0 for j in plan.jobs if j.rule in ("proxy", "bpb"))
 
 
 def test_demo_plan_from_a_clean_checkout_is_within_2x_of_the_measured_demo(tmp_path):
@@ -90,10 +98,11 @@ def test_demo_plan_from_a_clean_checkout_is_within_2x_of_the_measured_demo(tmp_p
     the demo runs measured on this machine (tests/data/demo_benchmarks.json)."""
     plan = P.build(study("config/demo.yaml"), tmp_path, "profiles/local")
     rules = P.by_rule(plan)
-    planned = sum(r["hours"] for rule, r in rules.items() if rule in BENCHMARKED) * 3600
     runs = json.loads(MEASURED.read_text())["runs"]
     assert runs
-    for run in runs:
+    for run in runs:  # the rules that run measured (older demos had no advisor)
+        assert set(run["seconds"]) <= BENCHMARKED, run["where"]
+        planned = sum(r["hours"] for rule, r in rules.items() if rule in run["seconds"]) * 3600
         measured = sum(run["seconds"].values())
         assert 0.5 < planned / measured < 2, (run["where"], planned, measured)
     assert not plan.calibrated

@@ -12,7 +12,7 @@ from ckptsweep.analysis.adaptive import recommend, spent_hours, summary
 from ckptsweep.analysis.advisor_settings import AdvisorSettings
 from ckptsweep.analysis.scores import build_tables
 from ckptsweep.analysis.tables import write_table
-from ckptsweep.checkpoints.manifest import read_manifest
+from ckptsweep.checkpoints.manifest import tokens_by_step
 from ckptsweep.files import atomic_write
 from ckptsweep.operate.sweep import full_grid_cost
 from ckptsweep.study.config import Study
@@ -27,10 +27,7 @@ study = Study.from_config(smk.config, validated=True)
 # The predictions of the checkpoints that ran, with their tokens.
 spec = json.loads(smk.params.runs)
 chosen = {(m, str(s)) for m, v in selection["models"].items() for s in v["steps"]}
-tokens = {}
-for path in smk.input.manifests:
-    model = Path(path).parent.name
-    tokens.update({(model, c.step): c.tokens for c in read_manifest(path).values()})
+tokens = tokens_by_step(smk.input.manifests)
 runs = [{**r, "tokens": tokens[(r["model"], r["step"])]} for r in spec["runs"]
         if (r["model"], r["step"]) in chosen]
 scores, examples = build_tables(runs, spec["eval_sets"], seed=smk.params.seed)

@@ -2,17 +2,13 @@
 
 import json
 import sys
-from pathlib import Path
 
 from ckptsweep.analysis.scores import build_tables, write_outputs
-from ckptsweep.checkpoints.manifest import read_manifest
+from ckptsweep.checkpoints.manifest import tokens_by_step
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (Snakemake's global)
 spec = json.loads(snakemake.params.runs)  # noqa: F821
-tokens = {}
-for path in snakemake.input.manifests:  # noqa: F821
-    model = Path(path).parent.name  # resources/checkpoints/{model}/{step}.tsv
-    tokens.update({(model, c.step): c.tokens for c in read_manifest(path).values()})
+tokens = tokens_by_step(snakemake.input.manifests)  # noqa: F821
 for run in spec["runs"]:
     run["tokens"] = tokens[(run["model"], run["step"])]
 scores, examples = build_tables(spec["runs"], spec["eval_sets"], seed=snakemake.params.seed)  # noqa: F821

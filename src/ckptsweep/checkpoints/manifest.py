@@ -114,3 +114,14 @@ def pretrained_checkpoints(folder: str | Path, steps) -> list[Checkpoint]:
         info = json.loads(info_file.read_text())
         rows.append(Checkpoint(str(step), info["tokens"], "local", str(path)))
     return rows
+
+
+def tokens_by_step(manifests) -> dict[tuple[str, str], int]:
+    """(model, step) -> pre-training tokens, from per-step manifests
+    (``resources/checkpoints/{model}/{step}.tsv``): what the aggregation scripts attach to
+    each run."""
+    out = {}
+    for path in manifests:
+        model = Path(path).parent.name
+        out.update({(model, c.step): c.tokens for c in read_manifest(path).values()})
+    return out

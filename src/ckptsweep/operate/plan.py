@@ -19,14 +19,16 @@ from pathlib import Path
 
 from ckptsweep.operate import workload
 from ckptsweep.operate.throughput import Rate, job_seconds, rate, table
-from ckptsweep.study import grid, specs
+from ckptsweep.study import advisor, grid, specs
 from ckptsweep.study.config import Study
 from ckptsweep.study.specs import attribution_models
 
 AUTO_DECODE_BATCH = 64
 """The rows a decoding step is planned with under ``batch_size: auto`` (an assumption: the
 token budget fills free memory, at least this many prompts of a study's lengths)."""
-HEAVY = ("pretrain", "finetune", "evaluate", "ablation", "attribute")
+HEAVY = ("pretrain", "finetune", "evaluate", "ablation", "attribute", "proxy", "bpb")
+LIKE = {"proxy": "finetune", "bpb": "evaluate"}
+"""The advisor's jobs take the GPUs of the rule they resemble where none are set."""
 KIND = {"pretrain": "pretrain", "finetune": "finetune", "attribute": "attribute"}
 """The rate kind of each heavy rule's work (evaluate and ablation: score and decode)."""
 STATE_BYTES = 12
@@ -113,7 +115,8 @@ def _heavy_gpus(study: Study, prof: Mapping, rule: str, ft: grid.Finetune | None
         return float(ft.gpus)
     if prof.get("executor") == "slurm":
         return float(ft.gpus) if ft is not None else 0.0
-    return float(study.analysis.gpus_per_job.get(rule, 0))
+    per_job = study.analysis.gpus_per_job
+    return float(per_job.get(rule, per_job.get(LIKE.get(rule, rule), 0)))
 
 
 def _device(prof: Mapping, rule: str, gpus: float, override: str | None) -> str:
@@ -178,6 +181,12 @@ def heavy_jobs(study: Study, root: Path, prof: Mapping, device: str | None) -> l
                     f"{model} {ft.dataset}", ft)
         for step in steps:
             add("evaluate", f"{model}/{step}", model, workload.evaluate(study, model, root))
+        if model in advisor.proxy_models(study):  # the checkpoint advisor's predictors
+            for step in steps:
+                add("proxy", f"{model}/{step}", model, workload.proxy(study, model, root))
+        if advisor.bpb_sets(study, model):
+            for step in steps:
+                add("bpb", f"{model}/{step}", model, workload.bpb(study, model, root))
         if grid.ablation(study) is not None and model in grid.analysis_models(study):
             add("ablation", model, model, workload.ablation(study, model, root))
     if study.attribution is not None:
@@ -194,6 +203,7 @@ def light_jobs(study: Study, device: str) -> list[Job]:
     used |= set(grid.eval_sets(study))
     world = [d for d in used if study.datasets[d].source == "world"]
     hub = sorted(d for d in used if study.datasets[d].source == "hub")
+    full = int(not advisor.adaptive(study))
     counts = {"world": int(bool(world)), "snapshot_world": int(bool(world)),
               "prefetch": len(hub), "prepare_data": len(used),
               "tokenizer": len({specs.tokenizer_folder(study, m) for m, b in
@@ -201,10 +211,16 @@ def light_jobs(study: Study, device: str) -> list[Job]:
               "checkpoints": sum(len(m.steps) for m in study.models.values()),
               "prefetch_model": sum(len(m.steps) for m in study.models.values()
                                     if m.source == "hub"),
-              "aggregate": 1, "tables": 1, "figures": 1,
+              # An adaptive sweep has no full grid's tables; its fine-tunes and
+              # evaluations are planned for every checkpoint: the bound, not the pick.
+              "aggregate": full, "tables": full, "figures": full,
               "transfer_tables": int(study.transfer is not None),
               "transfer_figures": int(study.transfer is not None),
-              "attribution_table": int(study.attribution is not None)}
+              "attribution_table": int(study.attribution is not None),
+              "proxy_scores": int(bool(advisor.proxy_scores(study))),
+              "advise": int(bool(advisor.targets(study))),
+              "adaptive_select": int(advisor.adaptive(study)),
+              "adaptive_advice": int(advisor.adaptive(study))}
     out = []
     for rule, n in counts.items():
         found = job_seconds(rule, device)

@@ -250,6 +250,46 @@ def ablation(study: Study, model: str, root: Path) -> Work:
     return w
 
 
+def proxy(study: Study, model: str, root: Path) -> Work:
+    """One proxy job of the checkpoint advisor (a checkpoint; `ckptsweep.evaluate.proxy`):
+    per proxied task, ``steps_fraction`` of its full fine-tune's training tokens (the same
+    batch for a fraction of the steps), then its dev slice scored like the task's test
+    set (``dev_size`` records in the proxy's formats)."""
+    from ckptsweep.study import advisor
+
+    p, s = study.advisor.proxy, shape(study, model)
+    w = Work()
+    for ft in advisor.proxy_finetunes(study, model):
+        full = finetune(study, model, ft, root)
+        w.models += 1
+        w.steps += max(1, round(p.steps_fraction * full.steps))
+        w.tokens += full.tokens * p.steps_fraction
+        w.add("finetune", full.tokens * p.steps_fraction, 6 * (s.flop_params if s else 0))
+        dev = Work()
+        score_sets(study, dev, s, {ft.dataset: list(p.formats)}, root)
+        n_test = dataset(study, ft.dataset, root).n_test
+        for kind, flops in dev.flops.items():  # the test set's scoring, per dev record
+            w.flops[kind] = w.flops.get(kind, 0.0) + flops * p.dev_size / max(n_test, 1)
+    return w
+
+
+def bpb(study: Study, model: str, root: Path) -> Work:
+    """One bits-per-byte job of the checkpoint advisor (a checkpoint; `ckptsweep.evaluate.
+    bpb`): the base model scores each generation set's references after their prompts."""
+    from ckptsweep.study import advisor
+
+    s = shape(study, model)
+    n2 = 2 * (s.flop_params if s else 0)
+    limit = _max_length(study, s)
+    w = Work(models=1)
+    for name, formats in advisor.bpb_sets(study, model).items():
+        d = dataset(study, name, root)
+        for shots in study.evaluation.shots:
+            prompt = min((shots + 1) * (d.input + TEMPLATE_TOKENS) + shots * d.target, limit)
+            w.add("score", d.n_test * len(formats) * (prompt + d.target), n2)
+    return w
+
+
 def attribute(study: Study, model: str, slice_: str) -> Work:
     """Fact tracing: the fact fine-tune (``finetune`` slice), then per-example gradients
     of every candidate and query at each saved state, counted as training tokens."""
