@@ -61,7 +61,7 @@ ABLATION = "results/ablation/tiny.parquet"
 NLI_STATE = f"resources/resume/{STEP}/nli-lr1e-3-s0/state.pt"
 NLI_LOG = f"logs/finetune/{STEP}/nli-lr1e-3-s0.log"
 NLI_COMMENT = "rule_finetune_wildcards_tiny_30_nli-lr1e-3-s0"
-GPU_RULES = {"pretrain", "finetune", "evaluate", "ablation"}
+GPU_RULES = {"pretrain", "finetune", "evaluate", "ablation", "proxy", "bpb"}
 # Rules that never go to Slurm: seconds of pandas/matplotlib on the submit host.
 LOCAL_RULES = {"aggregate", "tables", "figures", "all"}
 
