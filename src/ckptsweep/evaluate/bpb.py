@@ -24,50 +24,38 @@ COLUMNS = ["model", "step", "eval_set", "format", "shots", "id", "metric", "bits
 
 
 def bits_per_byte(model, tokenizer, sets, cfg, progress=None):
-    """Per-example rows (without model and step) for the generation ``sets`` (`EvalSet`)."""
+    """Per-example rows (without model and step) for the generation ``sets`` (`EvalSet`):
+    each reference scored after the prompt the evaluation builds for it (the same blocks,
+    demonstrations and model preparation as `run.evaluate_model`)."""
     import pandas as pd
     import torch
 
     from ckptsweep.data.prompts import target
-    from ckptsweep.data.tasks import gold_text, task_type
-    from ckptsweep.device import resolve_device
-    from ckptsweep.evaluate.items import _Lm
-    from ckptsweep.evaluate.logprobs import _eos_ids, continuation_logprobs
-    from ckptsweep.evaluate.run import _load_set, _sample
+    from ckptsweep.data.tasks import gold_text
+    from ckptsweep.evaluate.logprobs import continuation_logprobs
+    from ckptsweep.evaluate.run import blocks, scoring_lm
 
-    model = model.to(torch.device(resolve_device(cfg.device))).eval()
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = _eos_ids(model, tokenizer)[0]
-    lm = _Lm(model, tokenizer, cfg, cfg.max_length or model.config.max_position_embeddings,
-             pad_id)
+    lm = scoring_lm(model, tokenizer, cfg)
     rows = []
     with torch.inference_mode():
-        for es in sets:
-            task = task_type(es.task)
-            records, pool = _load_set(es, task, need_pool=max(cfg.shots, default=0) > 0)
-            for fmt in es.formats:
-                for shots in cfg.shots:
-                    t0 = time.perf_counter()
-                    prompts, refs, golds = [], [], []
-                    for record in records:
-                        ref = lm.continuation_ids(target(task, record))
-                        demos = _sample(pool, shots, cfg.seed, es, record)
-                        _, ids = lm.build(task, record, fmt, demos,
-                                          max(1, lm.max_length - len(ref)))
-                        prompts.append(ids)
-                        refs.append([ref])
-                        golds.append(gold_text(task, record))
-                    lps = continuation_logprobs(lm.scoring_model, prompts, refs, lm.batching,
-                                                pad_id, cfg.prefix_sharing)
-                    for record, gold, (lp,) in zip(records, golds, lps, strict=True):
-                        rows.append({"eval_set": es.name, "format": fmt, "shots": shots,
-                                     "id": str(record["id"]), "metric": "rouge_l",
-                                     "bits_per_byte": -lp / math.log(2)
-                                     / max(len((" " + gold).encode()), 1)})
-                    if progress:
-                        progress(f"{es.name} {fmt} {shots}-shot: {len(records)} references "
-                                 f"in {time.perf_counter() - t0:.1f} s")
+        for es, task, fmt, shots, records, demos, started in blocks(sets, cfg):
+            prompts, refs = [], []
+            for record, demo in zip(records, demos, strict=True):
+                ref = lm.continuation_ids(target(task, record))
+                _, ids = lm.build(task, record, fmt, demo, max(1, lm.max_length - len(ref)))
+                prompts.append(ids)
+                refs.append([ref])
+            lps = continuation_logprobs(lm.scoring_model, prompts, refs, lm.batching,
+                                        lm.pad_id, cfg.prefix_sharing)
+            for record, (lp,) in zip(records, lps, strict=True):
+                gold = gold_text(task, record)
+                rows.append({"eval_set": es.name, "format": fmt, "shots": shots,
+                             "id": str(record["id"]), "metric": "rouge_l",
+                             "bits_per_byte": -lp / math.log(2)
+                             / max(len((" " + gold).encode()), 1)})
+            if progress:
+                progress(f"{es.name} {fmt} {shots}-shot: {len(records)} references "
+                         f"in {time.perf_counter() - started:.1f} s")
     return pd.DataFrame(rows, columns=COLUMNS[2:])
 
 
@@ -75,14 +63,14 @@ def bpb_job(spec: dict, manifest: str, out: str | Path, batch_size: str | None =
             log=None) -> None:
     """``out`` (parquet): the base checkpoint's bits per byte on the spec's sets."""
     from ckptsweep.checkpoints.load import load_checkpoint
-    from ckptsweep.evaluate.job import _sets, eval_config
+    from ckptsweep.evaluate.job import eval_config, eval_sets
     from ckptsweep.files import atomic_write
     from ckptsweep.progress import log as default_log
 
     log = log or default_log
     cfg = eval_config(spec, cache_dir="", batch_size=batch_size)
     model, tok = load_checkpoint(manifest, spec["step"])
-    df = bits_per_byte(model, tok, _sets(spec["sets"]), cfg, progress=log)
+    df = bits_per_byte(model, tok, eval_sets(spec["sets"]), cfg, progress=log)
     df.insert(0, "step", int(spec["step"]))
     df.insert(0, "model", spec["model"])
     atomic_write(out, lambda p: df.to_parquet(p, index=False))

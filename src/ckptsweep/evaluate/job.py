@@ -36,7 +36,8 @@ def eval_config(spec: dict, cache_dir: str | None, default_cache_dir: str | None
     return build(EvalConfig, ev, "evaluation")
 
 
-def _sets(specs: list[dict]) -> list[EvalSet]:
+def eval_sets(specs: list[dict]) -> list[EvalSet]:
+    """The spec's ``sets`` entries as `EvalSet`s."""
     return [EvalSet(**{**s, "formats": tuple(s["formats"])}) for s in specs]
 
 
@@ -54,7 +55,7 @@ def evaluate_checkpoint(spec: dict, manifest: str, out: str | Path,
             model, tok, model_key = load_variant(manifest, spec["step"], variant["model"],
                                                  cfg, variant["name"])
             t0 = time.perf_counter()
-            df = evaluate_model(model, tok, _sets(variant["sets"]), cfg, progress=log,
+            df = evaluate_model(model, tok, eval_sets(variant["sets"]), cfg, progress=log,
                                 model_key=model_key)
             log(f"{variant['name']}: {len(df)} predictions in "
                 f"{time.perf_counter() - t0:.1f}s; {int(df['truncated'].sum())} prompts "
@@ -82,7 +83,7 @@ def ablation(spec: dict, manifest: str, out: str | Path, cache_dir: str | None =
     if unknown:
         raise ConfigError("analysis.ablation.methods",
                           f"unknown {unknown}; known: {list(METHODS)}")
-    sets = {s.name: s for s in _sets(spec["sets"])}
+    sets = {s.name: s for s in eval_sets(spec["sets"])}
     frames = []
     t0 = time.perf_counter()
     for variant in spec["variants"]:

@@ -158,34 +158,47 @@ def evaluate_model(model, tokenizer, sets: list[EvalSet], cfg: EvalConfig,
     cache = PredictionCache(cfg.cache_dir) if cfg.cache_dir else None
     if cache is not None and model_key is None:
         model_key = weights_fingerprint(model, tokenizer)
+    lm = scoring_lm(model, tokenizer, cfg, model_key)
+
+    rows: list[dict] = []
+    n_blocks, done = sum(len(es.formats) for es in sets) * len(cfg.shots), 0
+    with torch.inference_mode():
+        for es, task, fmt, shots, records, demos, started in blocks(sets, cfg):
+            block, n_cached = _block_rows(lm, cache, es, task, fmt, shots, records, demos)
+            rows.extend(block)
+            done += 1
+            note = lm.batching.note()  # read per block, so each change shows once
+            if progress:
+                seconds = time.perf_counter() - started
+                progress(f"[{done}/{n_blocks}] {es.name} {fmt} {shots}-shot: "
+                         f"{len(block)} examples ({n_cached} from the cache), "
+                         f"{sum(r['truncated'] for r in block)} truncated, "
+                         f"{seconds:.1f} s ({len(block) / max(seconds, 1e-9):.1f}/s)"
+                         + (f"; {note}" if note else ""))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def scoring_lm(model, tokenizer, cfg: EvalConfig, model_key: str | None = None) -> _Lm:
+    """``model`` cast to ``cfg.dtype`` on ``cfg.device`` in eval mode (in place), with its
+    tokenizer, the config, the length limit and the pad id (EOS where it has none)."""
     model = model.to(device=torch.device(resolve_device(cfg.device)),
                      dtype=DTYPES[cfg.dtype]).eval()
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = _eos_ids(model, tokenizer)[0]
     max_length = cfg.max_length or model.config.max_position_embeddings
-    lm = _Lm(model, tokenizer, cfg, max_length, pad_id, model_key)
+    return _Lm(model, tokenizer, cfg, max_length, pad_id, model_key)
 
-    rows: list[dict] = []
-    n_blocks, done = sum(len(es.formats) for es in sets) * len(cfg.shots), 0
-    with torch.inference_mode():
-        for es in sets:
-            task = task_type(es.task)
-            records, pool = _load_set(es, task, need_pool=max(cfg.shots, default=0) > 0)
-            for fmt in es.formats:
-                for shots in cfg.shots:
-                    started = time.perf_counter()
-                    demos = [_sample(pool, shots, cfg.seed, es, r) for r in records]
-                    block, n_cached = _block_rows(lm, cache, es, task, fmt, shots, records,
-                                                  demos)
-                    rows.extend(block)
-                    done += 1
-                    note = lm.batching.note()  # read per block, so each change shows once
-                    if progress:
-                        seconds = time.perf_counter() - started
-                        progress(f"[{done}/{n_blocks}] {es.name} {fmt} {shots}-shot: "
-                                 f"{len(block)} examples ({n_cached} from the cache), "
-                                 f"{sum(r['truncated'] for r in block)} truncated, "
-                                 f"{seconds:.1f} s ({len(block) / max(seconds, 1e-9):.1f}/s)"
-                                 + (f"; {note}" if note else ""))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+def blocks(sets: list[EvalSet], cfg: EvalConfig):
+    """The (eval set, format, shots) blocks an evaluation scores, in that order: yields
+    (set, task type, format, shots, records, each record's demonstrations, the block's
+    start time for the progress line)."""
+    for es in sets:
+        task = task_type(es.task)
+        records, pool = _load_set(es, task, need_pool=max(cfg.shots, default=0) > 0)
+        for fmt in es.formats:
+            for shots in cfg.shots:
+                started = time.perf_counter()
+                demos = [_sample(pool, shots, cfg.seed, es, r) for r in records]
+                yield es, task, fmt, shots, records, demos, started
