@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 
-from tests.test_workflow import ROOT, dry, job_counts, snakemake
+from tests.test_workflow import copy_workflow, dry, job_counts, snakemake
 
 CONFIG = "tests/config/tiny_adaptive.yaml"
 pytestmark = pytest.mark.workflow
@@ -38,14 +37,7 @@ def test_the_first_phase_runs_the_proxy_and_only_the_last_checkpoints_fine_tunes
 @pytest.fixture(scope="module")
 def phase_one(tmp_path_factory):
     """A copy of the workflow that ran the tiny adaptive config to its checkpoint."""
-    work = tmp_path_factory.mktemp("adaptive")
-    for item in ("Snakefile", "workflow", "config", "profiles", "envs", "tests/config"):
-        src, dst = ROOT / item, work / item
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dst)
+    work = copy_workflow(tmp_path_factory.mktemp("adaptive"))
     proc = snakemake("results/advisor/adaptive/selection.json", "--profile", "profiles/local",
                      "--cores", "2", "--configfile", CONFIG, cwd=work, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]

@@ -40,6 +40,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_workflow import copy_workflow
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PROFILE = ROOT / "profiles/slurm/config.yaml"
@@ -97,14 +99,7 @@ def write_profile(work: Path, name: str, *overlays: dict) -> None:
 
 def workcopy(dst: Path) -> Path:
     """The workflow in a fresh folder, its profiles/slurm edited for this cluster."""
-    for item in ("Snakefile", "Makefile", "workflow", "config", "profiles", "envs",
-                 "tests/config"):
-        src, target = ROOT / item, dst / item
-        if src.is_dir():
-            shutil.copytree(src, target)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, target)
+    copy_workflow(dst, extra=("Makefile",))
     write_profile(dst, "slurm")
     return dst
 

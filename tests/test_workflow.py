@@ -98,18 +98,26 @@ def test_bad_config_is_rejected_naming_the_key(tmp_path):
     assert "finetune.tasks.unknown_task" in proc.stdout + proc.stderr
 
 
+WORKFLOW = ("Snakefile", "workflow", "config", "profiles", "envs", "tests/config")
+"""What a run of the workflow needs, copied into a test's own folder."""
+
+
+def copy_workflow(dst: Path, extra: tuple[str, ...] = ()) -> Path:
+    """`WORKFLOW` (and ``extra``) copied from the repository into ``dst``."""
+    for item in (*WORKFLOW, *extra):
+        src, target = ROOT / item, dst / item
+        if src.is_dir():
+            shutil.copytree(src, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, target)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A copy of the workflow that ran the tiny config to the end."""
-    work = tmp_path_factory.mktemp("tiny")
-    for item in ("Snakefile", "workflow", "config", "profiles", "envs", "tests/config"):
-        src = ROOT / item
-        dst = work / item
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dst)
+    work = copy_workflow(tmp_path_factory.mktemp("tiny"))
     proc = snakemake("--profile", "profiles/local", "--cores", "2",
                      "--configfile", "tests/config/tiny.yaml", cwd=work, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
