@@ -113,9 +113,15 @@ def pretrain(study: Study, model: str, step: str) -> str:
 
 
 def pretrain_priority(study: Study, model: str, step: str) -> int:
-    """A model's smaller steps first: each later step then starts from their states."""
+    """The pre-training that more jobs wait on first: the jobs of this checkpoint and of
+    the model's later ones (each a fine-tune per training run, and one evaluation), since
+    a later step resumes from this one's state. So a model's smaller steps come first,
+    and the model of the main grid before the transfer population's (a model with 7
+    fine-tunes per checkpoint before one with 1), whose jobs otherwise fill every core
+    first. How the jobs are ordered only: not in the job's command or spec."""
     steps = sorted(study.models[model].steps)
-    return 100 - steps.index(int(step))
+    later = len(steps) - steps.index(int(step))
+    return later * (1 + len(grid.finetunes(study, model)))
 
 
 def pretrain_resume_dir(model: str) -> str:
