@@ -55,9 +55,12 @@ def dry_run_jobs(configfile: str) -> dict[str, dict]:
 
 
 def digest(job: dict) -> str:
-    # The batch policy reaches the command as a resource (`--batch-size`): Snakemake never
-    # re-runs a job for a resource's value, so neither does this pin.
-    shell = re.sub(r" --batch-size \S+", "", job["shell"])
+    # The batch policy reaches the command as a resource (`--batch-size`) and the torch
+    # threads as the rule's `threads` (`--threads`): Snakemake compares a rule's shell code
+    # before formatting, never a resource's or the threads' value (a finished demo with
+    # the tiny model's pre-training on 2 threads dry-runs none on 1), so neither does this
+    # pin. Neither changes a result (pre-training is bit-identical on 1 and 2 threads).
+    shell = re.sub(r" --(batch-size|threads) \S+", "", job["shell"])
     return hashlib.sha256(f"{shell}\n{job['input']}".encode()).hexdigest()[:16]
 
 

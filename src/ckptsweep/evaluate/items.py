@@ -41,6 +41,11 @@ class _Lm:
     """The batching of every model call (``cfg.batch_size``), shared so that what auto
     chose, and lowered after running out of memory, holds for the whole evaluation."""
     _lenient: dict = field(default_factory=dict)
+    _continuations: dict = field(default_factory=dict)
+    """Token ids per continuation text: label words repeat in every example."""
+    _last_prompt: tuple[str, list[int]] | None = None
+    """The last prompt encoded: `build` encodes the prompt that ``build_prompt`` has just
+    counted (a 1-entry memo: three in four tokenizer calls of a job were repeats)."""
 
     def __post_init__(self):
         if self.scoring_model is None:
@@ -49,10 +54,15 @@ class _Lm:
             self.batching = Batching(self.cfg.batch_size)
 
     def prompt_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]
+        if self._last_prompt is None or self._last_prompt[0] != text:
+            self._last_prompt = (text, self.tokenizer(text)["input_ids"])
+        return list(self._last_prompt[1])
 
     def continuation_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if text not in self._continuations:
+            self._continuations[text] = self.tokenizer(text, add_special_tokens=False)[
+                "input_ids"]
+        return list(self._continuations[text])
 
     def count_tokens(self, text: str) -> int:
         return len(self.prompt_ids(text))
