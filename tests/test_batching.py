@@ -173,6 +173,30 @@ def test_generated_texts_are_the_same_with_every_policy(model, tokenizer, cases)
                                   PAD) == ref, name
 
 
+def test_the_growing_cache_generates_what_the_dynamic_cache_does(model, tokenizer, cases,
+                                                                 monkeypatch):
+    """The default KV cache (`kvcache.GrowingLayer`, written in place) against transformers'
+    DynamicCache (a torch.cat at every token): the same texts, batched or not, and when a
+    prompt outgrows the room it was given (the buffer then doubles)."""
+    from ckptsweep.evaluate import kvcache, logprobs
+
+    prompts = cases[0]
+    with torch.inference_mode():
+        dynamic = generate_texts(model, tokenizer, prompts, 12, ["###"], 3, PAD,
+                                 cache_implementation="dynamic")
+        assert any(dynamic), "nothing generated: the comparison would prove nothing"
+        grown = []
+        real = kvcache.growing_cache
+        monkeypatch.setattr(logprobs, "growing_cache",
+                            lambda m, room: grown.append(real(m, room)) or grown[-1])
+        assert generate_texts(model, tokenizer, prompts, 12, ["###"], 3, PAD) == dynamic
+        assert grown and all(layer.filled > 0 for c in grown for layer in c.layers)
+        for size in (1, _policy("auto")):
+            assert generate_texts(model, tokenizer, prompts, 12, ["###"], size, PAD) == dynamic
+        monkeypatch.setattr(logprobs, "growing_cache", lambda m, room: real(m, 0))
+        assert generate_texts(model, tokenizer, prompts, 12, ["###"], 3, PAD) == dynamic
+
+
 def _oom_above(model, monkeypatch, rows: int) -> list[int]:
     """Every forward of ``model`` with more than ``rows`` rows fails as the CPU allocator
     does; returns the list of the failed forwards' row counts."""

@@ -43,7 +43,7 @@ class _Lm:
     _lenient: dict = field(default_factory=dict)
     _continuations: dict = field(default_factory=dict)
     """Token ids per continuation text: label words repeat in every example."""
-    _last_prompt: tuple[str, list[int]] | None = None
+    _last_prompt: tuple[tuple[int, str], list[int]] | None = None
     """The last prompt encoded: `build` encodes the prompt that ``build_prompt`` has just
     counted (a 1-entry memo: three in four tokenizer calls of a job were repeats)."""
 
@@ -54,15 +54,17 @@ class _Lm:
             self.batching = Batching(self.cfg.batch_size)
 
     def prompt_ids(self, text: str) -> list[int]:
-        if self._last_prompt is None or self._last_prompt[0] != text:
-            self._last_prompt = (text, self.tokenizer(text)["input_ids"])
+        key = (id(self.tokenizer), text)  # the memos hold for one tokenizer
+        if self._last_prompt is None or self._last_prompt[0] != key:
+            self._last_prompt = (key, self.tokenizer(text)["input_ids"])
         return list(self._last_prompt[1])
 
     def continuation_ids(self, text: str) -> list[int]:
-        if text not in self._continuations:
-            self._continuations[text] = self.tokenizer(text, add_special_tokens=False)[
+        key = (id(self.tokenizer), text)
+        if key not in self._continuations:
+            self._continuations[key] = self.tokenizer(text, add_special_tokens=False)[
                 "input_ids"]
-        return list(self._continuations[text])
+        return list(self._continuations[key])
 
     def count_tokens(self, text: str) -> int:
         return len(self.prompt_ids(text))

@@ -19,6 +19,7 @@ from transformers import GenerationConfig
 
 from ckptsweep.evaluate.batching import GENERATE, SCORE, Batching
 from ckptsweep.evaluate.config import SHARING
+from ckptsweep.evaluate.kvcache import growing_cache
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -296,8 +297,12 @@ def generate_texts(model, tokenizer, prompts: Sequence[list[int]], max_new_token
     def run(rows: list[int]) -> None:
         batch = [order[r] for r in rows]
         ids, mask = _left_pad([prompts[i] for i in batch], pad_id)
+        # The default cache grows in place (`kvcache`): the same numbers as transformers'
+        # dynamic cache without re-copying it at every token.
+        cache = None if cache_implementation else growing_cache(model, max_new_tokens)
         out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                             generation_config=config, tokenizer=tokenizer)
+                             generation_config=config, tokenizer=tokenizer,
+                             cache=cache)
         for row, i in enumerate(batch):
             new = out[row, ids.shape[1]:].tolist()
             # Tokens after EOS are padding; text after a stop string belongs to the next turn.
