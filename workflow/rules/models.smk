@@ -42,13 +42,13 @@ rule pretrain:
     priority: get_pretrain_priority
     conda:
         "../../envs/train.yaml"
-    # models.<m>.threads, else the top-level threads: a tiny model gains little from a
-    # second thread, except the one whose pre-training everything else waits for.
+    # models.<m>.threads, else the top-level threads (the demo's tiny models: 1; a second
+    # thread made the job wait for two free cores, which the scheduler never keeps).
     threads: get_pretrain_threads
     resources:
         # A model's steps share their training states, which Snakemake does not know: two
         # steps run at once would both start from the same earlier state. The local
-        # profile caps this at 1 (`resources: pretrain_slots=1`), so each step resumes
+        # profile caps this at 1 (`resources: {pretrain_slots: 1}`), so each step resumes
         # from the one before it and the other cores run that step's fine-tunes.
         pretrain_slots=1,
     params:

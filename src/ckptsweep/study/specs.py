@@ -116,9 +116,10 @@ def pretrain_priority(study: Study, model: str, step: str) -> int:
     """The pre-training that more jobs wait on first: the jobs of this checkpoint and of
     the model's later ones (each a fine-tune per training run, and one evaluation), since
     a later step resumes from this one's state. So a model's smaller steps come first,
-    and the model of the main grid before the transfer population's (a model with 7
-    fine-tunes per checkpoint before one with 1), whose jobs otherwise fill every core
-    first. How the jobs are ordered only: not in the job's command or spec."""
+    and the model of the main grid before the transfer population's (the demo's tiny
+    model, 5 fine-tunes per checkpoint, before a member with 1), whose jobs otherwise
+    fill every core first. How the jobs are ordered only: not in the job's command or
+    spec, so changing it re-runs nothing."""
     steps = sorted(study.models[model].steps)
     later = len(steps) - steps.index(int(step))
     return later * (1 + len(grid.finetunes(study, model)))
