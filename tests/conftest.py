@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny tokenizer and OLMo built on the spot (no hub here)."""
 
+import json
+
 import pytest
 
 LINES = [
@@ -24,6 +26,25 @@ def tiny_model(tiny_tokenizer):
 
     cfg = PretrainConfig(layers=1, hidden=32, heads=2, ffn=64, max_position=256, seed=0)
     return build_model(cfg, tiny_tokenizer)
+
+
+@pytest.fixture
+def job(tiny_tokenizer, tiny_model, tmp_path, monkeypatch):
+    """A fine-tune job's inputs (test_resume, test_warm): a checkpoint on disk, its
+    manifest and a training file, what the CLI reads, from the project root (a manifest's
+    local checkpoints lie under it)."""
+    from ckptsweep.checkpoints.manifest import Checkpoint, write_manifest
+
+    from .test_finetune import records
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    tiny_model.save_pretrained(ckpt)
+    tiny_tokenizer.save_pretrained(ckpt)
+    write_manifest(tmp_path / "manifest.tsv", [Checkpoint("0", 0, "local", str(ckpt))])
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in records(48)))
+    return tmp_path
 
 
 @pytest.fixture

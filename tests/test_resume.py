@@ -13,11 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from ckptsweep.checkpoints.load import load
-from ckptsweep.checkpoints.manifest import Checkpoint, write_manifest
 from ckptsweep.data.tasks import task_type
 from ckptsweep.train.config import FinetuneConfig
 from ckptsweep.train.loop import finetune
@@ -28,20 +26,6 @@ from .test_finetune import records, weights
 NLI = task_type("nli")
 SPEC = {"task": "nli", "lr": 1e-3, "epochs": 2, "batch_size": 2, "warmup": 0.1,
         "save_every": 2, "seed": 3}
-
-
-@pytest.fixture
-def job(tiny_tokenizer, tiny_model, tmp_path, monkeypatch):
-    """A checkpoint on disk, its manifest and a training file: what the CLI reads, from
-    the project root (a manifest's local checkpoints lie under it)."""
-    monkeypatch.chdir(tmp_path)
-    ckpt = tmp_path / "ckpt"
-    tiny_model.save_pretrained(ckpt)
-    tiny_tokenizer.save_pretrained(ckpt)
-    write_manifest(tmp_path / "manifest.tsv", [Checkpoint("0", 0, "local", str(ckpt))])
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in records(48)))
-    return tmp_path
 
 
 def command(job, *extra, spec=SPEC):

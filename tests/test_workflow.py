@@ -144,6 +144,34 @@ def test_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in out
 
 
+TIMED = ("pretrain_info.json", "finetune.json", "throughput.json", "info.json", ".pt",
+         "gpu_hours.", "attribution.csv", "attribution.html")
+"""Outputs that record how long their job took (or, for training states, pickle it)."""
+
+
+def test_warm_jobs_compute_what_cold_jobs_compute(tiny_run, tmp_path):
+    """The tiny study under `ckptsweep warm` (heavy jobs forked from one process that
+    imported torch once) writes the same weights, predictions, scores, tables and figures,
+    byte for byte, as the cold run; only the recorded job times differ."""
+    work = copy_workflow(tmp_path)
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(Path.home()), "LC_ALL": "C.UTF-8"}
+    proc = subprocess.run([str(BIN / "ckptsweep"), "warm", "--", str(BIN / "snakemake"),
+                           "--profile", "profiles/local", "--cores", "2", "--configfile",
+                           "tests/config/tiny.yaml"], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    for rule in ("pretrain", "finetune", "evaluate", "attribute"):
+        logs = list((work / "logs" / rule).rglob("*.log"))
+        assert logs and all("ckptsweep warm: worker" in f.read_text() for f in logs), rule
+    files = sorted(p.relative_to(work) for d in ("results", "resources")
+                   for p in (work / d).rglob("*") if p.is_file())
+    compared = [f for f in files if not any(t in f.name for t in TIMED)]
+    assert any(f.suffix == ".safetensors" for f in compared)
+    assert any(f.parts[:2] == ("results", "predictions") for f in compared)
+    differ = [str(f) for f in compared if (work / f).read_bytes() != (tiny_run / f).read_bytes()]
+    assert not differ, differ
+
+
 def edited(tiny_run, edit, name):
     cfg = yaml.safe_load((tiny_run / "tests/config/tiny.yaml").read_text())
     edit(cfg)

@@ -70,6 +70,9 @@ def launch_command(processes: int, argv: list[str]) -> list[str]:
 def relaunch(processes: int, argv: list[str], log=print) -> None:
     """Replace this process by ``processes`` copies of the same command under torchrun;
     refuse when fewer GPUs are visible than asked for (CPU runs: only with device cpu)."""
+    if os.environ.get("CKPTSWEEP_WARM_WORKER"):  # `ckptsweep warm`: its process is shared
+        raise SystemExit(f"error: a fine-tune on {processes} processes cannot run in a "
+                         "`ckptsweep warm` worker: run it without `ckptsweep warm`")
     cmd = launch_command(processes, argv)
     log(f"launching {processes} processes: {' '.join(cmd)}")
     sys.stdout.flush()
