@@ -115,6 +115,60 @@ def run_lmeval(folder: Path, task: str, batch: str, out: Path) -> None:
     out.write_text(json.dumps({"eval_s": seconds, "result": result}))
 
 
+def cli_task(folder: Path, task: str) -> str:
+    """A custom lm-eval task over the same examples (its ``--include_path`` folder), for
+    its command line; the task's name."""
+    import yaml
+
+    ex = json.loads((folder / "examples.json").read_text())
+    tasks = folder / "lmeval_tasks"
+    tasks.mkdir(exist_ok=True)
+    name = f"ckptsweep_bench_{task}"
+    rows = ex["mc"] if task == "mc" else [{"prompt": p} for p in ex["gen"]]
+    data = tasks / f"{task}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"task": name, "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(data)}}, "test_split": "test",
+            "doc_to_text": "{{prompt}}"}
+    if task == "mc":  # the context, then " " + each choice, as run_lmeval's requests
+        spec |= {"output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
+                 "doc_to_target": 0, "metric_list": [{"metric": "acc"}]}
+    else:
+        spec |= {"output_type": "generate_until", "doc_to_target": "",
+                 "generation_kwargs": {"until": ex["stops"], "max_gen_toks": NEW_TOKENS,
+                                       "do_sample": False},
+                 "metric_list": [{"metric": "exact_match"}]}
+    (tasks / f"{task}.yaml").write_text(yaml.safe_dump(spec))
+    return name
+
+
+def measure_cli(python: str, folder: Path, task: str, batch: str, threads: int,
+                out: Path) -> dict:
+    """lm-eval's own command line (``lm_eval run``: its task registry, its data loading),
+    the way its users run it; the whole process only."""
+    import shutil
+
+    name = cli_task(folder, task)
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+           "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(Path(python).parent / "lm_eval"), "run", "--model", "hf", "--model_args",
+           f"pretrained={folder},dtype=float32,max_length=4096", "--device", "cpu",
+           "--batch_size", batch, "--tasks", name, "--include_path",
+           str(folder / "lmeval_tasks"), "--output_path", str(out), "--log_samples"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    total = time.perf_counter() - t0
+    samples = sorted((json.loads(line) for f in out.rglob(f"samples_{name}_*.jsonl")
+                      for line in f.read_text().splitlines()), key=lambda r: r["doc_id"])
+    if task == "mc":
+        result = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
+    else:
+        result = [s["filtered_resps"][0].strip() for s in samples]
+    return {"eval_s": float("nan"), "total_s": total, "result": result}
+
+
 def child(args) -> None:
     import torch
 
@@ -155,6 +209,9 @@ def main() -> None:
     p.add_argument("--ours", nargs="+", default=["auto"], help="ckptsweep's batch policies")
     p.add_argument("--lmeval", nargs="+", default=["8", "16", "32", "50"],
                    help="lm-eval's fixed batch sizes (its best is the yardstick)")
+    p.add_argument("--lmeval-cli", nargs="*", default=[], metavar="BATCH",
+                   help="also time lm-eval's command line at these fixed batch sizes (its "
+                   "task registry and data loading included): the whole process only")
     p.add_argument("--runs", type=int, default=3, help="runs per cell (the median is kept)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lmeval-python", required=False, help="the Python that has lm_eval")
@@ -186,6 +243,15 @@ def main() -> None:
                       f" whole process {c['total_s']:7.2f} s"
                       + (f" (auto chose {c['auto_budget']} tokens)" if c["auto_budget"] else ""),
                       flush=True)
+        for batch in args.lmeval_cli:
+            runs = [measure_cli(args.lmeval_python, work, task, batch, args.threads,
+                                work / f"cli-{task}-{batch}") for _ in range(args.runs)]
+            total = statistics.median(r["total_s"] for r in runs)
+            ours = min(c["total_s"] for (tool, _), c in cells.items() if tool == "ours")
+            print(f"  {task:3s} lm-eval command line, batch {batch:>4s}: whole process "
+                  f"{total:7.2f} s; ckptsweep's best over it: {total / ours:.2f}x; "
+                  + agreement(task, runs[0]["result"], cells[("ours", args.ours[0])]["result"]),
+                  flush=True)
         lm_best = min((c for (tool, _), c in cells.items() if tool == "lm-eval"),
                       key=lambda c: c["eval_s"])
         lm_best_total = min(c["total_s"] for (tool, _), c in cells.items() if tool == "lm-eval")

@@ -234,28 +234,12 @@ def cmd_advise(args, spec):
         f"{args.out} ({len(paths)} files)")
 
 
-WARM_VERBS = frozenset({"pretrain", "finetune", "evaluate", "ablation", "attribute", "proxy",
-                        "bpb"})
-"""The verbs that import torch and transformers: under `ckptsweep warm` they run in a
-worker forked from its server (`ckptsweep.operate.warm`)."""
-
-
-def cmd_warm(args) -> None:
-    from ckptsweep.operate.warm import serve
-
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    raise SystemExit(serve(cmd, main))
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Never inside a Slurm job: its work belongs in the job's own allocation.
-    if (os.environ.get("CKPTSWEEP_WARM") and argv and argv[0] in WARM_VERBS
-            and "SLURM_JOB_ID" not in os.environ):
-        from ckptsweep.operate.warm import run  # under `ckptsweep warm`: fork, not import
+    if os.environ.get("CKPTSWEEP_WARM") and "SLURM_JOB_ID" not in os.environ:
+        from ckptsweep.operate import warm  # fork from its server (never in a Slurm job)
 
-        code = run(argv)
-        if code is not None:
+        if (code := warm.run(argv)) is not None:
             raise SystemExit(code)
     p = argparse.ArgumentParser(prog="ckptsweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -397,10 +381,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for add in (register, register_proxy, register_bpb):
         add(verb)
-    s = verb("warm", lambda args, spec: cmd_warm(args), "run a local command (snakemake "
-             "...) with its torch jobs forked from one process that imported torch and "
-             "transformers once: saves 4-6 s per job on a CPU")
-    s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command and its arguments")
+    p.set_defaults(main=main)  # for `ckptsweep warm`, whose workers run the other verbs
 
     args = p.parse_args(argv)
     args.argv = argv  # to re-launch (finetune)

@@ -1,5 +1,5 @@
 """The operator's verbs of the command line: `ckptsweep plan`, `status`, `check`, `migrate`,
-`share`.
+`share`, `warm`.
 
 `register` adds them to `ckptsweep.cli`'s parser (it passes its ``verb`` helper); the
 work is imported only when a verb runs.
@@ -7,6 +7,7 @@ work is imported only when a verb runs.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -72,8 +73,15 @@ def cmd_share(args, spec) -> None:
     share(Path(args.source), Path(args.target), args.paths)
 
 
+def cmd_warm(args, spec) -> None:
+    from ckptsweep.operate.warm import serve
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    raise SystemExit(serve(cmd, args.main))
+
+
 def register(verb) -> None:
-    """Add ``plan`` and ``status`` through the cli's ``verb(name, fn, help)``."""
+    """Add the operator's verbs through the cli's ``verb(name, fn, help)``."""
     s = verb("plan", cmd_plan, "before submitting: jobs, GPUs, GPU-hours, wall time and "
              "disk per rule, against the profile's time limits (submits nothing)")
     s.add_argument("--configfile", default="config/demo.yaml", help="the study config")
@@ -105,6 +113,10 @@ def register(verb) -> None:
     s.add_argument("--directory", default=".", help="the study's working directory")
     s.add_argument("--cores", type=int, default=2, help="for the cheap jobs it runs")
     s.add_argument("--dry-run", action="store_true", help="say what it would do")
+    s = verb("warm", cmd_warm, "run a local command (snakemake ...) with its torch jobs "
+             "forked from one process that imported torch and transformers once: saves "
+             "4-6 s per job on a CPU (never inside Slurm jobs)")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command and its arguments")
     s = verb("share", cmd_share, "start a study in another folder from a finished one's "
              "outputs (hard links, with their Snakemake records): e.g. the demo's adaptive "
              "sweep from the full demo's world, data and pre-trained checkpoints")

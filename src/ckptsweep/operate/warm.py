@@ -7,8 +7,8 @@ ours (transformers' ``modeling_utils`` pulls in ``torch._dynamo``, ``torch.distr
 sympy and scipy). A Slurm job pays it once per GPU-hour and never runs warm.
 
 How: the server imports the job code once, listens on a Unix socket and gives CMD its
-address in ``CKPTSWEEP_WARM``. ``ckptsweep <verb>``, for a verb that imports torch (the
-cli's ``WARM_VERBS``), then sends its arguments, working directory, environment and
+address in ``CKPTSWEEP_WARM``. ``ckptsweep <verb>``, for a verb that imports torch
+(`VERBS`), then sends its arguments, working directory, environment and
 standard streams (the job's log) to the server, which forks a worker that runs the verb
 exactly as the command would have, and sends back its exit status. Signals the command
 gets go to the worker (a fine-tune saves its state on SIGTERM); a command that dies stops
@@ -40,6 +40,9 @@ from collections.abc import Callable
 
 ENV = "CKPTSWEEP_WARM"
 """The server's socket, in the environment of CMD and of the jobs it starts."""
+VERBS = frozenset({"pretrain", "finetune", "evaluate", "ablation", "attribute", "proxy",
+                   "bpb"})
+"""The verbs that import torch and transformers: they run in a worker; the others, cold."""
 WORKER = "CKPTSWEEP_WARM_WORKER"
 """Set in a worker: a job that would replace its process (torchrun) refuses instead."""
 PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "ckptsweep.train.job",
@@ -64,8 +67,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 def run(argv: list[str]) -> int | None:
     """Run ``ckptsweep <argv>`` in a worker of the server named by ``CKPTSWEEP_WARM`` and
-    return its exit status; None when the server cannot be reached (the caller runs the
-    job itself)."""
+    return its exit status; None for a verb that does not run warm, or when the server
+    cannot be reached (the caller runs the job itself)."""
+    if not argv or argv[0] not in VERBS:
+        return None
     address = os.environ.get(ENV, "")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
