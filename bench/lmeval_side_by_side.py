@@ -20,7 +20,11 @@ lm-eval is not one of ckptsweep's dependencies: install it in a separate environ
     python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install torch==2.13.0 \
         transformers==5.24.0 lm-eval==0.4.13
     PYTHONPATH=src python bench/lmeval_side_by_side.py --preset m34 \
-        --lmeval-python /tmp/lmeval/bin/python
+        --lmeval-python /tmp/lmeval/bin/python --lmeval-cli 16
+
+``--lmeval-cli`` also times lm-eval's own command line (``lm_eval run`` over a custom task
+of the same examples): the whole process only, its texts or log-likelihoods compared with
+ckptsweep's.
 
 CPU only (the GPU suite has its own benches); imports torch, transformers and the package.
 """

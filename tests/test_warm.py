@@ -117,3 +117,12 @@ def test_inside_a_slurm_job_nothing_runs_warm(server, tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 1 and "not valid JSON" in done.stderr
     assert WORKER not in done.stderr
+
+
+def test_stopping_the_server_stops_its_command_first():
+    proc = subprocess.Popen([str(BIN), "warm", "--", "sleep", "600"], stderr=subprocess.PIPE,
+                            text=True)
+    line = proc.stderr.readline()  # the server has imported and started its command
+    assert "ckptsweep warm: job code imported" in line, line
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM  # sleep's end, passed on

@@ -132,6 +132,7 @@ class _Worker(socketserver.BaseRequestHandler):
         if raw is None:
             return
         job = json.loads(raw)
+        self.server.socket.close()  # the worker serves no one
         for fd, target in zip(fds, (0, 1, 2), strict=True):
             os.dup2(fd, target)
             os.close(fd)
@@ -201,24 +202,33 @@ def preload() -> float:
 
 def serve(cmd: list[str], main: Callable[[list[str]], None]) -> int:
     """Run ``cmd`` with ``CKPTSWEEP_WARM`` set, serving its jobs with ``main`` (the cli's)
-    until it ends; its exit status."""
+    until it ends; its exit status (128 + N if signal N ended it)."""
     if not cmd:
         raise SystemExit("error: ckptsweep warm: no command given (ckptsweep warm -- "
                          "snakemake ...)")
     seconds = preload()
     with tempfile.TemporaryDirectory(prefix="ckptsweep-warm-") as folder:
         address = os.path.join(folder, "socket")
-        server = _Server(address, main)
-        print(f"ckptsweep warm: job code imported in {seconds:.1f}s; serving {address}",
-              file=sys.stderr, flush=True)
+        try:
+            server = _Server(address, main)
+        except OSError as e:  # e.g. a TMPDIR too long for a Unix socket's 107 bytes
+            raise SystemExit(f"error: ckptsweep warm: cannot listen on {address}: {e}; "
+                             "set TMPDIR to a shorter folder") from None
         try:
             proc = subprocess.Popen(cmd, env={**os.environ, ENV: address})
         except OSError as e:
             raise SystemExit(f"error: ckptsweep warm: cannot run {cmd[0]!r}: {e}") from None
+        # Stopping the server stops CMD first (Snakemake then stops its jobs, which stop
+        # their workers); the server serves until CMD has ended.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+        print(f"ckptsweep warm: job code imported in {seconds:.1f}s; serving {address}",
+              file=sys.stderr, flush=True)
         while proc.poll() is None:
             try:
                 server.handle_request()
             except KeyboardInterrupt:  # CMD got it too and stops its jobs: keep serving
                 continue
         server.server_close()  # waits for the workers still running
-    return proc.returncode
+    code = proc.returncode
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's 128 + N
