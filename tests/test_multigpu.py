@@ -21,7 +21,6 @@ from ckptsweep.train.state import STATE_FILE, read_state_file
 
 from .test_finetune import weights
 from .test_resume import SPEC, command, reference
-from .test_resume import job as job  # noqa: F401  (the fixture: checkpoint, manifest, data)
 
 # Two processes with one thread each, on the two cores of a small machine.
 SPEC2 = {**SPEC, "gpus": 2, "device": "cpu"}
