@@ -49,15 +49,22 @@ def reference(job, spec=SPEC):
     return weights(model)
 
 
-def stop_at_first_state(job, sig, *extra):
-    """Start the CLI, wait for its first saved state, send ``sig``; return the process."""
+def signal_at_first_state(job, sig, *extra, env=None):
+    """Start the CLI, wait for its first saved state, send ``sig``; return the process
+    (still running, its output in ``stdout``)."""
     proc = subprocess.Popen(command(job, *extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=env)
     state = job / "resume" / STATE_FILE
     while not state.exists():
         assert proc.poll() is None, f"the job ended before saving a state:\n{proc.stdout.read()}"
         time.sleep(0.005)
     proc.send_signal(sig)
+    return proc
+
+
+def stop_at_first_state(job, sig, *extra):
+    """`signal_at_first_state`, then wait for the process to end."""
+    proc = signal_at_first_state(job, sig, *extra)
     proc.wait(timeout=120)
     return proc
 

@@ -17,7 +17,7 @@ import torch
 
 from ckptsweep.train.state import STATE_FILE
 
-from .test_resume import command, reference, resume
+from .test_resume import command, reference, resume, signal_at_first_state
 
 BIN = Path(sys.executable).parent / "ckptsweep"
 WORKER = "ckptsweep warm: worker"
@@ -67,13 +67,7 @@ def test_a_failed_job_reports_its_error_and_status(server, tmp_path):
 def stop_at_first_state(job, server, sig):
     """A warm fine-tune sent ``sig`` once it saved a state; its process and everything
     its worker wrote (read to the end: the worker has closed the log)."""
-    proc = subprocess.Popen(command(job), env=env(server), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    state = job / "resume" / STATE_FILE
-    while not state.exists():
-        assert proc.poll() is None, f"the job ended before saving a state:\n{proc.stdout.read()}"
-        time.sleep(0.005)
-    proc.send_signal(sig)
+    proc = signal_at_first_state(job, sig, env=env(server))
     out = []
     reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
     reader.start()
